@@ -1,0 +1,1 @@
+"""Bronze: raw CSV lines to Delta, every source column kept as text, bad records quarantined."""

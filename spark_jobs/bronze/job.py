@@ -1,0 +1,133 @@
+"""Bronze job: one day's landing batch → ``bronze.<table>`` and ``bronze.<table>_quarantine``.
+
+Re-running a batch replaces that batch's slice only (``_batch_date = D``); other batches are
+untouched. A file that was not delivered leaves its table's batch as it is (no new data today).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import date, datetime, timezone
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql.types import DateType, LongType, StringType, StructField, StructType, TimestampType
+
+from spark_jobs.bronze.parse import (
+    BATCH_DATE,
+    INGESTED_AT,
+    LINE_NUMBER,
+    RAW_LINE,
+    REASON,
+    SOURCE_FILE,
+    bronze_records,
+    number_lines,
+    parse_csv_lines,
+    quarantined_lines,
+)
+from spark_jobs.landing import FileInfo, find_source_file, header_positions, inspect_file
+from spark_jobs.settings import Settings
+from spark_jobs.sources import SOURCES, Source
+from spark_jobs.tables import TableStore
+
+log = logging.getLogger(__name__)
+
+QUARANTINE_SUFFIX = "_quarantine"
+_METADATA_FIELDS = [
+    StructField(SOURCE_FILE, StringType()),
+    StructField(BATCH_DATE, DateType()),
+    StructField(INGESTED_AT, TimestampType()),
+    StructField(LINE_NUMBER, LongType()),
+]
+QUARANTINE_SCHEMA = StructType([*_METADATA_FIELDS, StructField(RAW_LINE, StringType()), StructField(REASON, StringType())])
+
+
+def bronze_schema(source: Source) -> StructType:
+    return StructType([*(StructField(c, StringType()) for c in source.bronze_columns), *_METADATA_FIELDS])
+
+
+@dataclass(frozen=True)
+class BronzeTableResult:
+    table: str
+    status: str  # loaded | empty | missing
+    source_file: str | None = None
+    records: int = 0
+    quarantined: int = 0
+
+    def __str__(self) -> str:
+        if self.status == "missing":
+            return f"{self.table}: no file delivered (batch left as it was)"
+        return f"{self.table}: {self.records} records, {self.quarantined} quarantined from {self.source_file}"
+
+
+def read_lines(spark: SparkSession, info: FileInfo) -> DataFrame:
+    """Physical lines of one file as (``_line_number``, ``_raw_line``), blank lines dropped.
+
+    UTF-8 files take the parallel text reader. A file with undecodable bytes (which the embedded
+    engine's text reader refuses) is read as bytes and decoded with U+FFFD replacements, so that
+    its good lines still load and the bad ones are quarantined by :func:`parse_csv_lines`.
+    """
+    if info.valid_utf8:
+        lines = spark.read.text(info.path).transform(number_lines)
+    else:
+        log.warning("%s is not valid UTF-8: lines with undecodable bytes will be quarantined", info.path)
+        exploded = (
+            spark.read.format("binaryFile")
+            .load(info.path)
+            .select(F.posexplode(F.split(F.expr("make_valid_utf8(content)"), "\r?\n")).alias("pos", "line"))
+        )
+        lines = exploded.select((F.col("pos") + 1).cast("long").alias(LINE_NUMBER), F.col("line").alias(RAW_LINE))
+    return lines.filter(F.col(RAW_LINE) != "")
+
+
+def ingest_file(
+    spark: SparkSession, *, source: Source, info: FileInfo, batch_date: date, ingested_at: datetime
+) -> tuple[DataFrame, DataFrame]:
+    """(records, quarantined lines) of one delivered file, both in the bronze table schemas."""
+    meta = {"source_file": info.path, "batch_date": batch_date, "ingested_at": ingested_at}
+    if info.header is None:  # empty file: an empty batch
+        return spark.createDataFrame([], bronze_schema(source)), spark.createDataFrame([], QUARANTINE_SCHEMA)
+    file_columns = header_positions(source, info)
+    parsed = (
+        read_lines(spark, info)
+        .filter(F.col(LINE_NUMBER) > 1)
+        .transform(parse_csv_lines(len(file_columns)))
+    )
+    records = parsed.transform(bronze_records(file_columns, **meta)).select(*bronze_schema(source).fieldNames())
+    return records, parsed.transform(quarantined_lines(**meta))
+
+
+def run_bronze(
+    spark: SparkSession,
+    settings: Settings,
+    batch_date: date,
+    *,
+    tables: Iterable[str] | None = None,
+    ingested_at: datetime | None = None,
+) -> list[BronzeTableResult]:
+    """Load every source file of ``batch_date`` into bronze; return what happened per table."""
+    store = TableStore(spark, settings)
+    ingested_at = ingested_at or datetime.now(timezone.utc)
+    where = f"{BATCH_DATE} = DATE'{batch_date.isoformat()}'"
+    results = []
+    for name in tables or SOURCES:
+        source = SOURCES[name]
+        path = find_source_file(settings, source, batch_date)
+        if path is None:
+            log.warning("bronze %s: no %s in batch %s; nothing to load", name, source.file_name, batch_date)
+            results.append(BronzeTableResult(name, "missing"))
+            continue
+        info = inspect_file(path)
+        records, rejects = ingest_file(spark, source=source, info=info, batch_date=batch_date, ingested_at=ingested_at)
+        target = store.ref("bronze", name)
+        quarantine = store.ref("bronze", name + QUARANTINE_SUFFIX)
+        store.replace_slice(records, target, where=where, partition_by=(BATCH_DATE,))
+        store.replace_slice(rejects, quarantine, where=where, partition_by=(BATCH_DATE,))
+        n_records = store.read(target).filter(where).count()
+        n_rejects = store.read(quarantine).filter(where).count()
+        result = BronzeTableResult(name, "loaded" if info.header else "empty", path, n_records, n_rejects)
+        log.info("bronze %s", result)
+        results.append(result)
+    return results

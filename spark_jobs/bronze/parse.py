@@ -1,0 +1,123 @@
+"""Pure transforms that turn raw CSV lines into bronze records or quarantined lines.
+
+Input is one row per physical line (``_line_number``, ``_raw_line``). The CSV dialect is the one
+of the exports: comma separated, ``"`` quotes, ``""`` escapes a quote inside a quoted field,
+empty field = NULL. A record spanning several lines (quoted line break) is not supported: its
+pieces have unbalanced quotes and are quarantined, so nothing is lost.
+
+Parsing is done with DataFrame expressions rather than the CSV reader because the embedded
+engine fails a whole read on one malformed record (see ENGINE_NOTES.md).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import date, datetime
+
+from pyspark.sql import Column, DataFrame, Window
+from pyspark.sql import functions as F
+
+LINE_NUMBER = "_line_number"
+RAW_LINE = "_raw_line"
+REASON = "_reason"
+SOURCE_FILE = "_source_file"
+BATCH_DATE = "_batch_date"
+INGESTED_AT = "_ingested_at"
+METADATA_COLUMNS = (SOURCE_FILE, BATCH_DATE, INGESTED_AT, LINE_NUMBER)
+
+# One CSV field: a quoted field (with "" escapes) or anything up to the next comma.
+_FIELD_REGEX = r'(?:^|,)("(?:[^"]|"")*"|[^,]*)'
+_FIELDS = "_fields"
+
+
+def number_lines(lines: DataFrame, *, value_col: str = "value") -> DataFrame:
+    """Number the lines of a text read of ONE file in file order (1-based) as ``_line_number``.
+
+    Text reads keep file order within and across the splits of a single file, which
+    ``monotonically_increasing_id`` encodes; ``row_number`` turns it into dense line numbers.
+    """
+    order = Window.orderBy("_mid")
+    return (
+        lines.withColumn("_mid", F.monotonically_increasing_id())
+        .select(F.row_number().over(order).cast("long").alias(LINE_NUMBER), F.col(value_col).alias(RAW_LINE))
+    )
+
+
+def _field(index: int) -> Column:
+    """Field ``index`` of the parsed line: unquoted, empty → NULL (like the CSV reader)."""
+    raw = F.get(F.col(_FIELDS), index)
+    quoted = raw.startswith('"') & raw.endswith('"') & (F.length(raw) >= 2)
+    inner = F.regexp_replace(F.substring(raw, 2, 1_000_000_000), '"$', "")
+    value = F.when(quoted, F.regexp_replace(inner, '""', '"')).otherwise(raw)
+    return F.when(value == "", F.lit(None).cast("string")).otherwise(value)
+
+
+def parse_csv_lines(n_fields: int) -> Callable[[DataFrame], DataFrame]:
+    """Split ``_raw_line`` into ``_fields`` and set ``_reason`` (NULL when the line is a record).
+
+    Reasons, first that applies: invalid UTF-8 (decoded as U+FFFD), unbalanced quotes, text after
+    a closing quote, wrong number of fields.
+    """
+
+    def transform(lines: DataFrame) -> DataFrame:
+        line = F.col(RAW_LINE)
+        has_quote = F.instr(line, '"') > 0
+        fields = F.when(has_quote, F.regexp_extract_all(line, F.lit(_FIELD_REGEX), 1)).otherwise(
+            F.split(line, ",")
+        )
+        quote_count = F.length(line) - F.length(F.regexp_replace(line, '"', ""))
+        n_found = F.size(F.col(_FIELDS))
+        reason = (
+            F.when(F.instr(line, "\ufffd") > 0, F.lit("invalid UTF-8 byte sequence"))
+            .when(quote_count % 2 == 1, F.lit("unbalanced quotes (broken quoting or a record spanning lines)"))
+            .when(
+                has_quote & (F.array_join(F.col(_FIELDS), ",") != line),
+                F.lit("malformed quoted field (text after a closing quote)"),
+            )
+            .when(
+                n_found != n_fields,
+                F.concat(F.lit(f"expected {n_fields} fields, found "), n_found.cast("string")),
+            )
+        )
+        return lines.withColumn(_FIELDS, fields).withColumn(REASON, reason)
+
+    return transform
+
+
+def bronze_records(
+    columns: Sequence[str], *, source_file: str, batch_date: date, ingested_at: datetime
+) -> Callable[[DataFrame], DataFrame]:
+    """Parsed lines without a reason → one column per source field (text) + ingestion metadata.
+
+    ``columns`` are the bronze column names in the order the fields appear in the file.
+    """
+
+    def transform(parsed: DataFrame) -> DataFrame:
+        return parsed.filter(F.col(REASON).isNull()).select(
+            *[_field(i).alias(name) for i, name in enumerate(columns)],
+            *_metadata(source_file=source_file, batch_date=batch_date, ingested_at=ingested_at),
+        )
+
+    return transform
+
+
+def quarantined_lines(*, source_file: str, batch_date: date, ingested_at: datetime) -> Callable[[DataFrame], DataFrame]:
+    """Parsed lines with a reason → the raw line, where it came from and why it was rejected."""
+
+    def transform(parsed: DataFrame) -> DataFrame:
+        return parsed.filter(F.col(REASON).isNotNull()).select(
+            *_metadata(source_file=source_file, batch_date=batch_date, ingested_at=ingested_at),
+            F.col(RAW_LINE),
+            F.col(REASON),
+        )
+
+    return transform
+
+
+def _metadata(*, source_file: str, batch_date: date, ingested_at: datetime) -> list[Column]:
+    return [
+        F.lit(source_file).alias(SOURCE_FILE),
+        F.lit(batch_date).cast("date").alias(BATCH_DATE),
+        F.lit(ingested_at).cast("timestamp").alias(INGESTED_AT),
+        F.col(LINE_NUMBER).cast("long").alias(LINE_NUMBER),
+    ]

@@ -1,0 +1,125 @@
+"""The one place that builds (or finds) the SparkSession for the current environment.
+
+* Databricks: the active session, never a new one.
+* Sail (local default): an embedded LakeSail Spark Connect server started in-process on a random
+  loopback port, with a Spark Connect client session: real Delta, ~1 s start, no JVM.
+* Spark: classic JVM ``local[*]``; Delta only when ``LAKEHOUSE_DELTA_JARS`` names a folder with
+  the delta-spark jars (Maven Central is often unreachable), otherwise Delta I/O fails clearly.
+* Connect: any Spark Connect server at ``SPARK_REMOTE``.
+
+Jobs use only what runs on Spark Connect: the DataFrame API and Spark SQL.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import threading
+from typing import TYPE_CHECKING, Any
+
+from spark_jobs.settings import Engine, Settings, SettingsError
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
+log = logging.getLogger(__name__)
+
+# Same semantics on every engine: UTC, ANSI arithmetic, few shuffle partitions for laptop data.
+SESSION_CONF = {
+    "spark.sql.session.timeZone": "UTC",
+    "spark.sql.ansi.enabled": "true",
+}
+LOCAL_CONF = {"spark.sql.shuffle.partitions": "4"}
+
+_lock = threading.Lock()
+_sail_server: Any = None
+
+
+class EngineUnavailableError(RuntimeError):
+    """The selected engine cannot do what was asked on this machine."""
+
+
+def get_spark(settings: Settings) -> SparkSession:
+    """Return the SparkSession for ``settings.engine`` (created once per process)."""
+    if settings.engine is Engine.DATABRICKS:
+        return _databricks_session()
+    if settings.engine is Engine.SAIL:
+        return _connect_session(_sail_address(), local=True)
+    if settings.engine is Engine.CONNECT:
+        if not settings.spark_remote:
+            raise SettingsError("LAKEHOUSE_ENGINE=connect needs SPARK_REMOTE (e.g. sc://host:15002)")
+        return _connect_session(settings.spark_remote, local=False)
+    return _classic_session(settings)
+
+
+def supports_delta(spark: SparkSession) -> bool:
+    """Whether Delta reads/writes work in this session (false on classic Spark without jars)."""
+    if _is_connect(spark):
+        return True
+    try:
+        return "DeltaSparkSessionExtension" in (spark.conf.get("spark.sql.extensions", "") or "")
+    except Exception:  # pragma: no cover - defensive
+        return False
+
+
+def _is_connect(spark: SparkSession) -> bool:
+    return type(spark).__module__.startswith("pyspark.sql.connect")
+
+
+def _databricks_session() -> SparkSession:
+    from pyspark.sql import SparkSession
+
+    spark = SparkSession.getActiveSession()
+    if spark is None:
+        raise EngineUnavailableError(
+            "LAKEHOUSE_ENGINE=databricks but no active SparkSession: run this on a Databricks cluster"
+        )
+    return spark
+
+
+def _sail_address() -> str:
+    global _sail_server
+    with _lock:
+        if _sail_server is None or not _sail_server.running:
+            try:
+                from pysail.spark import SparkConnectServer
+            except ImportError as exc:  # pragma: no cover - depends on install
+                raise EngineUnavailableError(
+                    "the embedded Sail engine needs the 'local' extra: uv sync --extra local"
+                ) from exc
+            server = SparkConnectServer(ip="127.0.0.1", port=0)
+            server.start(background=True)
+            atexit.register(server.stop)
+            _sail_server = server
+            log.info("started embedded Sail Spark Connect server at %s", server.listening_address)
+        host, port = _sail_server.listening_address
+    return f"sc://{host}:{port}"
+
+
+def _connect_session(remote: str, *, local: bool) -> SparkSession:
+    from pyspark.sql import SparkSession
+
+    spark = SparkSession.builder.remote(remote).getOrCreate()
+    conf = {**SESSION_CONF, **(LOCAL_CONF if local else {})}
+    for key, value in conf.items():
+        spark.conf.set(key, value)
+    return spark
+
+
+def _classic_session(settings: Settings) -> SparkSession:
+    from pyspark.sql import SparkSession
+
+    builder = SparkSession.builder.master("local[*]").appName("lakehouse")
+    for key, value in {**SESSION_CONF, **LOCAL_CONF, "spark.ui.enabled": "false"}.items():
+        builder = builder.config(key, value)
+    jars_dir = settings.delta_jars_dir
+    if jars_dir is not None:
+        jars = sorted(str(p) for p in jars_dir.glob("*.jar"))
+        if not jars:
+            raise EngineUnavailableError(f"LAKEHOUSE_DELTA_JARS={jars_dir} contains no .jar files")
+        builder = (
+            builder.config("spark.jars", ",".join(jars))
+            .config("spark.sql.extensions", "io.delta.sql.DeltaSparkSessionExtension")
+            .config("spark.sql.catalog.spark_catalog", "org.apache.spark.sql.delta.catalog.DeltaCatalog")
+        )
+    return builder.getOrCreate()

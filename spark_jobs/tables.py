@@ -1,0 +1,107 @@
+"""Reading and writing Delta tables by logical name, with the schema check Sail does not do.
+
+Writes are idempotent per slice: ``replace_slice`` overwrites exactly the rows matching a predicate
+(Delta ``replaceWhere``), so re-running a batch replaces that batch and touches nothing else.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from spark_jobs.engine import EngineUnavailableError, supports_delta
+from spark_jobs.settings import Settings, TableRef
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame, SparkSession
+    from pyspark.sql.types import StructType
+
+log = logging.getLogger(__name__)
+
+
+class SchemaMismatchError(ValueError):
+    """A DataFrame does not have the schema of the Delta table it is written to."""
+
+
+def schema_differences(expected: StructType, actual: StructType) -> list[str]:
+    """Human-readable differences between two schemas (names case-insensitive, nullability ignored)."""
+    exp = {f.name.lower(): f.dataType for f in expected.fields}
+    act = {f.name.lower(): f.dataType for f in actual.fields}
+    problems = []
+    missing = [n for n in exp if n not in act]
+    extra = [n for n in act if n not in exp]
+    if missing:
+        problems.append(f"missing columns {missing}")
+    if extra:
+        problems.append(f"unexpected columns {extra}")
+    for name in exp:
+        if name in act and exp[name] != act[name]:
+            problems.append(f"column {name!r} is {act[name].simpleString()}, table has {exp[name].simpleString()}")
+    return problems
+
+
+def assert_schema(df: DataFrame, expected: StructType, *, what: str) -> None:
+    """Raise :class:`SchemaMismatchError` naming ``what`` if ``df`` does not match ``expected``."""
+    problems = schema_differences(expected, df.schema)
+    if problems:
+        raise SchemaMismatchError(f"schema mismatch for {what}: " + "; ".join(problems))
+
+
+@dataclass
+class TableStore:
+    spark: SparkSession
+    settings: Settings
+
+    def ref(self, layer: str, name: str) -> TableRef:
+        return self.settings.table(layer, name)
+
+    def exists(self, table: TableRef) -> bool:
+        if table.full_name is not None:
+            return bool(self.spark.catalog.tableExists(table.full_name))
+        assert table.path is not None
+        log_dir = os.path.join(table.path, "_delta_log")
+        return os.path.isdir(log_dir) and any(f.endswith(".json") for f in os.listdir(log_dir))
+
+    def read(self, table: TableRef) -> DataFrame:
+        self._require_delta()
+        if table.full_name is not None:
+            return self.spark.table(table.full_name)
+        return self.spark.read.format("delta").load(table.path)
+
+    def replace_slice(
+        self,
+        df: DataFrame,
+        table: TableRef,
+        *,
+        where: str,
+        partition_by: tuple[str, ...] = (),
+    ) -> None:
+        """Overwrite the rows of ``table`` matching ``where`` with ``df`` (create the table if new).
+
+        ``df`` must have exactly the table's schema: Sail silently casts or drops columns on write,
+        so the check happens here, before anything is written.
+        """
+        self._require_delta()
+        writer_df = df
+        if self.exists(table):
+            assert_schema(df, self.read(table).schema, what=f"table {table}")
+            writer = writer_df.write.format("delta").mode("overwrite").option("replaceWhere", where)
+        else:
+            log.info("creating table %s", table)
+            writer = writer_df.write.format("delta").mode("overwrite")
+            if partition_by:
+                writer = writer.partitionBy(*partition_by)
+        if table.full_name is not None:
+            writer.saveAsTable(table.full_name)
+        else:
+            writer.save(table.path)
+
+    def _require_delta(self) -> None:
+        if not supports_delta(self.spark):
+            raise EngineUnavailableError(
+                "Delta Lake is not available in this classic Spark session (its jars cannot be "
+                "downloaded here). Set LAKEHOUSE_DELTA_JARS to a folder with the delta-spark and "
+                "delta-storage jars, or use LAKEHOUSE_ENGINE=sail."
+            )
