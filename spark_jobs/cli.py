@@ -103,7 +103,11 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         out = args.out or Settings.from_env().landing_root
         written = generate(
-            Path(out), scale=args.scale, start_date=args.start_date or DEFAULT_START_DATE, days=args.days, seed=args.seed
+            Path(out),
+            scale=args.scale,
+            start_date=args.start_date or DEFAULT_START_DATE,
+            days=args.days,
+            seed=args.seed,
         )
         print(f"wrote {len(written)} batches to {out}: {', '.join(d.isoformat() for d in written)}")
         return 0

@@ -52,7 +52,8 @@ CATEGORIES = [
 UNLISTED_CATEGORY = "CO_PE"  # used by some products, absent from PX_CAT_G1V2 (as in the real data)
 FIRST_NAMES = ["Jon", "Elizabeth", "Eugene", "Ruben", "Christy", "Elizabeth", "Julio", "Janet", "Marco", "Rob",
                "Shannon", "Jacquelyn", "Curtis", "Lauren", "Ian", "Sydney", "Chloe", "Wyatt", "Shannon", "Clarence",
-               "Luke", "Jordan", "Destiny", "Ethan", "Seth", "Russell", "Alejandro", "Harold", "Jessie", "Jill"]  # fmt: skip
+               "Luke", "Jordan", "Destiny", "Ethan", "Seth", "Russell", "Alejandro", "Harold", "Jessie",
+               "Jill"]  # fmt: skip
 LAST_NAMES = ["Yang", "Huang", "Zhu", "Johnson", "Ruiz", "Alvarez", "Mehta", "Verhoff", "Carlson", "Suarez",
               "Lu", "Walker", "Jenkins", "Chapman", "Moreno", "Murphy", "Perez", "Garcia", "Hill", "Lopez"]  # fmt: skip
 COUNTRIES = [("Australia", 20), ("United States", 14), ("US", 4), ("USA", 6), ("Canada", 8), ("United Kingdom", 10),
@@ -137,7 +138,11 @@ def _erp_rows(rng: random.Random, cst_id: int, batch_date: date) -> tuple[list[o
         bdate = date(rng.randint(1900, 1923), rng.randint(1, 12), rng.randint(1, 28))
     else:
         bdate = date(rng.randint(1924, 1986), rng.randint(1, 12), rng.randint(1, 28))
-    gen = rng.choice(["F", "M", "Female", "Male", "", " F", "Male ", "female"]) if _chance(rng, 0.4) else rng.choice(["F", "M"])
+    gen = (
+        rng.choice(["F", "M", "Female", "Male", "", " F", "Male ", "female"])
+        if _chance(rng, 0.4)
+        else rng.choice(["F", "M"])
+    )
     country = rng.choices([c for c, _ in COUNTRIES], weights=[w for _, w in COUNTRIES])[0]
     return [cid, bdate.isoformat(), gen], [f"AW-{cst_id:08d}", country]
 
@@ -146,12 +151,12 @@ def _erp_rows(rng: random.Random, cst_id: int, batch_date: date) -> tuple[list[o
 
 
 def _new_product(rng: random.Random, n: int) -> Product:
-    cat_id = UNLISTED_CATEGORY if _chance(rng, 0.02) else rng.choice(CATEGORIES)[0]
+    cat_id = UNLISTED_CATEGORY if n % 50 == 7 or _chance(rng, 0.01) else rng.choice(CATEGORIES)[0]
     group = cat_id[:2]
     model = f"{rng.choice('BFHRWTSC')}{rng.choice('BFHRWTSC')}-{rng.choice('MRTL')}{n % 1000:03d}"
     size = rng.choice(["38", "42", "44", "48", "52", "58", "62", "S", "M", "L", "XL"])
     prd_key = f"{cat_id.replace('_', '-')}-{model}-{size}"
-    sep = ", " if _chance(rng, 0.03) else "- "  # some names carry a comma → quoted field
+    sep = ", " if n % 37 == 5 or _chance(rng, 0.03) else "- "  # some names carry a comma → quoted field
     name = f"{rng.choice(MODEL_WORDS[group])}{n:03d} {rng.choice(COLOURS)}{sep}{size}"
     line = {"BI": rng.choice("MRT"), "AC": "S", "CL": "S", "CO": rng.choice("MRT")}[group]
     if _chance(rng, 0.05):
@@ -165,7 +170,9 @@ def _add_version(rng: random.Random, product: Product, prd_id: int, start: date)
     product.versions.append((prd_id, start, cost))
 
 
-def _product_rows(rng: random.Random, product: Product, versions: Sequence[tuple[int, date, int | None]]) -> list[list[object]]:
+def _product_rows(
+    rng: random.Random, product: Product, versions: Sequence[tuple[int, date, int | None]]
+) -> list[list[object]]:
     rows = []
     for prd_id, start, cost in versions:
         later = [v[1] for v in product.versions if v[1] > start]
@@ -223,7 +230,9 @@ def _write_batch(out: Path, batch: date, files: dict[str, list[list[object]]]) -
         _write_csv(path, source.columns, rows, trailing_newline=(len(table) + batch.day) % 3 != 0)
 
 
-def generate(out: Path, *, scale: float = 1.0, start_date: date = DEFAULT_START_DATE, days: int = 0, seed: int = 42) -> list[date]:
+def generate(
+    out: Path, *, scale: float = 1.0, start_date: date = DEFAULT_START_DATE, days: int = 0, seed: int = 42
+) -> list[date]:
     """Write the history batch at ``start_date`` and ``days`` daily increments; return the batch dates."""
     if scale <= 0:
         raise ValueError(f"scale must be positive, got {scale}")

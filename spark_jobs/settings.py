@@ -13,14 +13,14 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import date
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 LAYERS = ("bronze", "silver", "gold")
 
 
-class Engine(str, Enum):
+class Engine(StrEnum):
     """Which Spark runs the jobs."""
 
     SAIL = "sail"  # embedded LakeSail Spark Connect server (local default)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -22,6 +22,7 @@ from spark_jobs.bronze.parse import (
     RAW_LINE,
     REASON,
     SOURCE_FILE,
+    Ingestion,
     bronze_records,
     number_lines,
     parse_csv_lines,
@@ -41,7 +42,9 @@ _METADATA_FIELDS = [
     StructField(INGESTED_AT, TimestampType()),
     StructField(LINE_NUMBER, LongType()),
 ]
-QUARANTINE_SCHEMA = StructType([*_METADATA_FIELDS, StructField(RAW_LINE, StringType()), StructField(REASON, StringType())])
+QUARANTINE_SCHEMA = StructType(
+    [*_METADATA_FIELDS, StructField(RAW_LINE, StringType()), StructField(REASON, StringType())]
+)
 
 
 def bronze_schema(source: Source) -> StructType:
@@ -70,7 +73,11 @@ def read_lines(spark: SparkSession, info: FileInfo) -> DataFrame:
     its good lines still load and the bad ones are quarantined by :func:`parse_csv_lines`.
     """
     if info.valid_utf8:
-        lines = spark.read.text(info.path).transform(number_lines)
+        # lineSep="\n" and stripping "\r" ourselves: with its default separators Sail's text reader
+        # emits phantom empty lines where a CRLF straddles an internal read boundary, which would
+        # shift every following line number (seen with pysail 0.7.2 on a 3.5 MB CRLF file).
+        text = spark.read.option("lineSep", "\n").text(info.path)
+        lines = text.withColumn("value", F.regexp_replace("value", "\r$", "")).transform(number_lines)
     else:
         log.warning("%s is not valid UTF-8: lines with undecodable bytes will be quarantined", info.path)
         exploded = (
@@ -86,17 +93,13 @@ def ingest_file(
     spark: SparkSession, *, source: Source, info: FileInfo, batch_date: date, ingested_at: datetime
 ) -> tuple[DataFrame, DataFrame]:
     """(records, quarantined lines) of one delivered file, both in the bronze table schemas."""
-    meta = {"source_file": info.path, "batch_date": batch_date, "ingested_at": ingested_at}
+    meta = Ingestion(info.path, batch_date, ingested_at)
     if info.header is None:  # empty file: an empty batch
         return spark.createDataFrame([], bronze_schema(source)), spark.createDataFrame([], QUARANTINE_SCHEMA)
     file_columns = header_positions(source, info)
-    parsed = (
-        read_lines(spark, info)
-        .filter(F.col(LINE_NUMBER) > 1)
-        .transform(parse_csv_lines(len(file_columns)))
-    )
-    records = parsed.transform(bronze_records(file_columns, **meta)).select(*bronze_schema(source).fieldNames())
-    return records, parsed.transform(quarantined_lines(**meta))
+    parsed = read_lines(spark, info).filter(F.col(LINE_NUMBER) > 1).transform(parse_csv_lines(len(file_columns)))
+    records = parsed.transform(bronze_records(file_columns, meta)).select(*bronze_schema(source).fieldNames())
+    return records, parsed.transform(quarantined_lines(meta))
 
 
 def run_bronze(
@@ -109,7 +112,7 @@ def run_bronze(
 ) -> list[BronzeTableResult]:
     """Load every source file of ``batch_date`` into bronze; return what happened per table."""
     store = TableStore(spark, settings)
-    ingested_at = ingested_at or datetime.now(timezone.utc)
+    ingested_at = ingested_at or datetime.now(UTC)
     where = f"{BATCH_DATE} = DATE'{batch_date.isoformat()}'"
     results = []
     for name in tables or SOURCES:

@@ -12,6 +12,7 @@ engine fails a whole read on one malformed record (see ENGINE_NOTES.md).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import date, datetime
 
 from pyspark.sql import Column, DataFrame, Window
@@ -25,6 +26,16 @@ BATCH_DATE = "_batch_date"
 INGESTED_AT = "_ingested_at"
 METADATA_COLUMNS = (SOURCE_FILE, BATCH_DATE, INGESTED_AT, LINE_NUMBER)
 
+
+@dataclass(frozen=True)
+class Ingestion:
+    """Where a batch of lines came from: stamped on every bronze and quarantine row."""
+
+    source_file: str
+    batch_date: date
+    ingested_at: datetime
+
+
 # One CSV field: a quoted field (with "" escapes) or anything up to the next comma.
 _FIELD_REGEX = r'(?:^|,)("(?:[^"]|"")*"|[^,]*)'
 _FIELDS = "_fields"
@@ -37,9 +48,8 @@ def number_lines(lines: DataFrame, *, value_col: str = "value") -> DataFrame:
     ``monotonically_increasing_id`` encodes; ``row_number`` turns it into dense line numbers.
     """
     order = Window.orderBy("_mid")
-    return (
-        lines.withColumn("_mid", F.monotonically_increasing_id())
-        .select(F.row_number().over(order).cast("long").alias(LINE_NUMBER), F.col(value_col).alias(RAW_LINE))
+    return lines.withColumn("_mid", F.monotonically_increasing_id()).select(
+        F.row_number().over(order).cast("long").alias(LINE_NUMBER), F.col(value_col).alias(RAW_LINE)
     )
 
 
@@ -62,9 +72,7 @@ def parse_csv_lines(n_fields: int) -> Callable[[DataFrame], DataFrame]:
     def transform(lines: DataFrame) -> DataFrame:
         line = F.col(RAW_LINE)
         has_quote = F.instr(line, '"') > 0
-        fields = F.when(has_quote, F.regexp_extract_all(line, F.lit(_FIELD_REGEX), 1)).otherwise(
-            F.split(line, ",")
-        )
+        fields = F.when(has_quote, F.regexp_extract_all(line, F.lit(_FIELD_REGEX), 1)).otherwise(F.split(line, ","))
         quote_count = F.length(line) - F.length(F.regexp_replace(line, '"', ""))
         n_found = F.size(F.col(_FIELDS))
         reason = (
@@ -84,9 +92,7 @@ def parse_csv_lines(n_fields: int) -> Callable[[DataFrame], DataFrame]:
     return transform
 
 
-def bronze_records(
-    columns: Sequence[str], *, source_file: str, batch_date: date, ingested_at: datetime
-) -> Callable[[DataFrame], DataFrame]:
+def bronze_records(columns: Sequence[str], meta: Ingestion) -> Callable[[DataFrame], DataFrame]:
     """Parsed lines without a reason → one column per source field (text) + ingestion metadata.
 
     ``columns`` are the bronze column names in the order the fields appear in the file.
@@ -95,18 +101,18 @@ def bronze_records(
     def transform(parsed: DataFrame) -> DataFrame:
         return parsed.filter(F.col(REASON).isNull()).select(
             *[_field(i).alias(name) for i, name in enumerate(columns)],
-            *_metadata(source_file=source_file, batch_date=batch_date, ingested_at=ingested_at),
+            *_metadata(meta),
         )
 
     return transform
 
 
-def quarantined_lines(*, source_file: str, batch_date: date, ingested_at: datetime) -> Callable[[DataFrame], DataFrame]:
+def quarantined_lines(meta: Ingestion) -> Callable[[DataFrame], DataFrame]:
     """Parsed lines with a reason → the raw line, where it came from and why it was rejected."""
 
     def transform(parsed: DataFrame) -> DataFrame:
         return parsed.filter(F.col(REASON).isNotNull()).select(
-            *_metadata(source_file=source_file, batch_date=batch_date, ingested_at=ingested_at),
+            *_metadata(meta),
             F.col(RAW_LINE),
             F.col(REASON),
         )
@@ -114,10 +120,10 @@ def quarantined_lines(*, source_file: str, batch_date: date, ingested_at: dateti
     return transform
 
 
-def _metadata(*, source_file: str, batch_date: date, ingested_at: datetime) -> list[Column]:
+def _metadata(meta: Ingestion) -> list[Column]:
     return [
-        F.lit(source_file).alias(SOURCE_FILE),
-        F.lit(batch_date).cast("date").alias(BATCH_DATE),
-        F.lit(ingested_at).cast("timestamp").alias(INGESTED_AT),
+        F.lit(meta.source_file).alias(SOURCE_FILE),
+        F.lit(meta.batch_date).cast("date").alias(BATCH_DATE),
+        F.lit(meta.ingested_at).cast("timestamp").alias(INGESTED_AT),
         F.col(LINE_NUMBER).cast("long").alias(LINE_NUMBER),
     ]

@@ -1,0 +1,51 @@
+# Everything goes through uv (installed from PyPI on first use if absent).
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+UV := $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
+RUN := $(UV) run --frozen --all-extras
+export UV_COMPILE_BYTECODE := 1
+
+SCALE ?= 1
+RUN_DATE ?= 2014-01-29
+DAYS ?= 0
+LANDING := $(or $(LAKEHOUSE_LANDING_ROOT),.lakehouse/landing)
+
+.PHONY: help install data run bronze test test-jvm test-all check lint format clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+
+install: ## create .venv with everything (jobs, Airflow, dev tools) from uv.lock
+	@command -v uv >/dev/null 2>&1 || python3 -c 'import uv' 2>/dev/null || python3 -m pip install --quiet --user uv
+	$(UV) sync --frozen --all-extras
+
+data: install ## generate sample exports if there are none (SCALE, RUN_DATE, DAYS)
+	@if [ -d "$(LANDING)/$(RUN_DATE)" ]; then echo "sample data already in $(LANDING)/$(RUN_DATE)"; \
+	else $(RUN) lakehouse generate --scale $(SCALE) --start-date $(RUN_DATE) --days $(DAYS); fi
+
+run: data ## run the pipeline on the sample batch RUN_DATE
+	$(RUN) lakehouse run --run-date $(RUN_DATE) --from bronze
+
+bronze: data ## load one batch into bronze
+	$(RUN) lakehouse bronze --run-date $(RUN_DATE)
+
+test: install ## fast tier: all tests on embedded Sail (real Delta tables)
+	$(RUN) pytest
+
+test-jvm: install ## the transform tests on classic JVM Spark (same semantics check)
+	$(RUN) pytest --engine spark -m "not delta"
+
+test-all: test test-jvm ## both engine tiers
+
+check: install ## ruff (incl. AIR rules), format check, mypy
+	$(RUN) ruff check .
+	$(RUN) ruff format --check .
+	$(RUN) mypy
+
+format: install ## apply ruff fixes and formatting
+	$(RUN) ruff check --fix .
+	$(RUN) ruff format .
+
+clean: ## remove generated data, tables and caches (not .venv)
+	rm -rf .lakehouse .bench .pytest_cache .mypy_cache .ruff_cache
