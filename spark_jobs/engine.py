@@ -4,7 +4,8 @@
 * Sail (local default): an embedded LakeSail Spark Connect server started in-process on a random
   loopback port, with a Spark Connect client session: real Delta, ~1 s start, no JVM.
 * Spark: classic JVM ``local[*]``; Delta only when ``LAKEHOUSE_DELTA_JARS`` names a folder with
-  the delta-spark jars (Maven Central is often unreachable), otherwise Delta I/O fails clearly.
+  the delta-spark jars, or is ``maven`` on a machine that reaches Maven Central; otherwise Delta
+  I/O fails with a clear message.
 * Connect: any Spark Connect server at ``SPARK_REMOTE``.
 
 Jobs use only what runs on Spark Connect: the DataFrame API and Spark SQL.
@@ -14,7 +15,9 @@ from __future__ import annotations
 
 import atexit
 import logging
+import os
 import threading
+import warnings
 from typing import TYPE_CHECKING, Any
 
 from spark_jobs.settings import Engine, Settings, SettingsError
@@ -81,6 +84,8 @@ def _sail_address() -> str:
     global _sail_server
     with _lock:
         if _sail_server is None or not _sail_server.running:
+            # Sail logs every session at INFO (and task aborts at exit at WARN) unless told otherwise.
+            os.environ.setdefault("RUST_LOG", "warn,sail_common::actor=error")
             try:
                 from pysail.spark import SparkConnectServer
             except ImportError as exc:  # pragma: no cover - depends on install
@@ -99,6 +104,9 @@ def _sail_address() -> str:
 def _connect_session(remote: str, *, local: bool) -> SparkSession:
     from pyspark.sql import SparkSession
 
+    # Bronze numbers the lines of a file with one deliberate un-partitioned window.
+    warnings.filterwarnings("ignore", message="WARN WindowExpression: No Partition Defined")
+
     spark = SparkSession.builder.remote(remote).getOrCreate()
     conf = {**SESSION_CONF, **(LOCAL_CONF if local else {})}
     for key, value in conf.items():
@@ -113,6 +121,14 @@ def _classic_session(settings: Settings) -> SparkSession:
     for key, value in {**SESSION_CONF, **LOCAL_CONF, "spark.ui.enabled": "false"}.items():
         builder = builder.config(key, value)
     jars_dir = settings.delta_jars_dir
+    if jars_dir is not None and str(jars_dir) == "maven":  # a machine that reaches Maven Central
+        from delta import configure_spark_with_delta_pip
+
+        builder = (
+            builder.config("spark.sql.extensions", "io.delta.sql.DeltaSparkSessionExtension")
+            .config("spark.sql.catalog.spark_catalog", "org.apache.spark.sql.delta.catalog.DeltaCatalog")
+        )
+        return configure_spark_with_delta_pip(builder).getOrCreate()
     if jars_dir is not None:
         jars = sorted(str(p) for p in jars_dir.glob("*.jar"))
         if not jars:
