@@ -124,9 +124,8 @@ def _classic_session(settings: Settings) -> SparkSession:
     if jars_dir is not None and str(jars_dir) == "maven":  # a machine that reaches Maven Central
         from delta import configure_spark_with_delta_pip
 
-        builder = (
-            builder.config("spark.sql.extensions", "io.delta.sql.DeltaSparkSessionExtension")
-            .config("spark.sql.catalog.spark_catalog", "org.apache.spark.sql.delta.catalog.DeltaCatalog")
+        builder = builder.config("spark.sql.extensions", "io.delta.sql.DeltaSparkSessionExtension").config(
+            "spark.sql.catalog.spark_catalog", "org.apache.spark.sql.delta.catalog.DeltaCatalog"
         )
         return configure_spark_with_delta_pip(builder).getOrCreate()
     if jars_dir is not None:
