@@ -30,8 +30,28 @@ def _run_bronze(settings: Settings, run_date: date, args: argparse.Namespace) ->
         print(f"bronze {result}")
 
 
+def _run_silver(settings: Settings, run_date: date, args: argparse.Namespace) -> None:
+    from spark_jobs.engine import get_spark
+    from spark_jobs.silver.job import run_silver
+
+    for result in run_silver(get_spark(settings), settings, run_date):
+        print(f"silver {result}")
+
+
+def _run_gold(settings: Settings, run_date: date, args: argparse.Namespace) -> None:
+    from spark_jobs.engine import get_spark
+    from spark_jobs.gold.job import run_gold
+
+    for result in run_gold(get_spark(settings), settings, run_date):
+        print(f"gold {result}")
+
+
 # Layer name → job. Later layers register here; ``run --from/--to`` walks them in order.
-LAYER_JOBS: dict[str, Callable[[Settings, date, argparse.Namespace], None]] = {"bronze": _run_bronze}
+LAYER_JOBS: dict[str, Callable[[Settings, date, argparse.Namespace], None]] = {
+    "bronze": _run_bronze,
+    "silver": _run_silver,
+    "gold": _run_gold,
+}
 
 
 def _settings(args: argparse.Namespace) -> Settings:

@@ -29,37 +29,118 @@ DEFAULT_START_DATE = date(2014, 1, 29)
 HISTORY_START = date(2010, 12, 29)
 
 CATEGORIES = [
-    ("AC_BR", "Accessories", "Bike Racks", "Yes"), ("AC_BS", "Accessories", "Bike Stands", "No"),
-    ("AC_BC", "Accessories", "Bottles and Cages", "No"), ("AC_CL", "Accessories", "Cleaners", "Yes"),
-    ("AC_FE", "Accessories", "Fenders", "No"), ("AC_HE", "Accessories", "Helmets", "Yes"),
-    ("AC_HP", "Accessories", "Hydration Packs", "No"), ("AC_LI", "Accessories", "Lights", "Yes"),
-    ("AC_LO", "Accessories", "Locks", "Yes"), ("AC_PA", "Accessories", "Panniers", "No"),
-    ("AC_PU", "Accessories", "Pumps", "Yes"), ("AC_TT", "Accessories", "Tires and Tubes", "Yes"),
-    ("BI_MB", "Bikes", "Mountain Bikes", "Yes"), ("BI_RB", "Bikes", "Road Bikes", "Yes"),
-    ("BI_TB", "Bikes", "Touring Bikes", "Yes"), ("CL_BS", "Clothing", "Bib-Shorts", "No"),
-    ("CL_CA", "Clothing", "Caps", "No"), ("CL_GL", "Clothing", "Gloves", "No"),
-    ("CL_JE", "Clothing", "Jerseys", "No"), ("CL_SH", "Clothing", "Shorts", "No"),
-    ("CL_SO", "Clothing", "Socks", "No"), ("CL_TI", "Clothing", "Tights", "No"),
-    ("CL_VE", "Clothing", "Vests", "No"), ("CO_BB", "Components", "Bottom Brackets", "Yes"),
-    ("CO_BR", "Components", "Brakes", "Yes"), ("CO_CS", "Components", "Chains", "Yes"),
-    ("CO_CR", "Components", "Cranksets", "Yes"), ("CO_DE", "Components", "Derailleurs", "Yes"),
-    ("CO_FO", "Components", "Forks", "Yes"), ("CO_HB", "Components", "Handlebars", "Yes"),
-    ("CO_HS", "Components", "Headsets", "Yes"), ("CO_MF", "Components", "Mountain Frames", "Yes"),
-    ("CO_PD", "Components", "Pedals", "Yes"), ("CO_RF", "Components", "Road Frames", "Yes"),
-    ("CO_SA", "Components", "Saddles", "Yes"), ("CO_TF", "Components", "Touring Frames", "Yes"),
+    ("AC_BR", "Accessories", "Bike Racks", "Yes"),
+    ("AC_BS", "Accessories", "Bike Stands", "No"),
+    ("AC_BC", "Accessories", "Bottles and Cages", "No"),
+    ("AC_CL", "Accessories", "Cleaners", "Yes"),
+    ("AC_FE", "Accessories", "Fenders", "No"),
+    ("AC_HE", "Accessories", "Helmets", "Yes"),
+    ("AC_HP", "Accessories", "Hydration Packs", "No"),
+    ("AC_LI", "Accessories", "Lights", "Yes"),
+    ("AC_LO", "Accessories", "Locks", "Yes"),
+    ("AC_PA", "Accessories", "Panniers", "No"),
+    ("AC_PU", "Accessories", "Pumps", "Yes"),
+    ("AC_TT", "Accessories", "Tires and Tubes", "Yes"),
+    ("BI_MB", "Bikes", "Mountain Bikes", "Yes"),
+    ("BI_RB", "Bikes", "Road Bikes", "Yes"),
+    ("BI_TB", "Bikes", "Touring Bikes", "Yes"),
+    ("CL_BS", "Clothing", "Bib-Shorts", "No"),
+    ("CL_CA", "Clothing", "Caps", "No"),
+    ("CL_GL", "Clothing", "Gloves", "No"),
+    ("CL_JE", "Clothing", "Jerseys", "No"),
+    ("CL_SH", "Clothing", "Shorts", "No"),
+    ("CL_SO", "Clothing", "Socks", "No"),
+    ("CL_TI", "Clothing", "Tights", "No"),
+    ("CL_VE", "Clothing", "Vests", "No"),
+    ("CO_BB", "Components", "Bottom Brackets", "Yes"),
+    ("CO_BR", "Components", "Brakes", "Yes"),
+    ("CO_CS", "Components", "Chains", "Yes"),
+    ("CO_CR", "Components", "Cranksets", "Yes"),
+    ("CO_DE", "Components", "Derailleurs", "Yes"),
+    ("CO_FO", "Components", "Forks", "Yes"),
+    ("CO_HB", "Components", "Handlebars", "Yes"),
+    ("CO_HS", "Components", "Headsets", "Yes"),
+    ("CO_MF", "Components", "Mountain Frames", "Yes"),
+    ("CO_PD", "Components", "Pedals", "Yes"),
+    ("CO_RF", "Components", "Road Frames", "Yes"),
+    ("CO_SA", "Components", "Saddles", "Yes"),
+    ("CO_TF", "Components", "Touring Frames", "Yes"),
     ("CO_WH", "Components", "Wheels", "Yes"),
-]  # fmt: skip
+]
 UNLISTED_CATEGORY = "CO_PE"  # used by some products, absent from PX_CAT_G1V2 (as in the real data)
-FIRST_NAMES = ["Jon", "Elizabeth", "Eugene", "Ruben", "Christy", "Elizabeth", "Julio", "Janet", "Marco", "Rob",
-               "Shannon", "Jacquelyn", "Curtis", "Lauren", "Ian", "Sydney", "Chloe", "Wyatt", "Shannon", "Clarence",
-               "Luke", "Jordan", "Destiny", "Ethan", "Seth", "Russell", "Alejandro", "Harold", "Jessie",
-               "Jill"]  # fmt: skip
-LAST_NAMES = ["Yang", "Huang", "Zhu", "Johnson", "Ruiz", "Alvarez", "Mehta", "Verhoff", "Carlson", "Suarez",
-              "Lu", "Walker", "Jenkins", "Chapman", "Moreno", "Murphy", "Perez", "Garcia", "Hill", "Lopez"]  # fmt: skip
-COUNTRIES = [("Australia", 20), ("United States", 14), ("US", 4), ("USA", 6), ("Canada", 8), ("United Kingdom", 10),
-             ("Germany", 8), ("DE", 3), ("France", 10), ("", 1), (" Germany", 1)]  # fmt: skip
-MODEL_WORDS = {"BI": ["Mountain-", "Road-", "Touring-"], "AC": ["Sport-", "All-Purpose ", "Hitch Rack-"],
-               "CL": ["Classic ", "Long-Sleeve ", "Racing "], "CO": ["HL ", "ML ", "LL "]}  # fmt: skip
+FIRST_NAMES = [
+    "Jon",
+    "Elizabeth",
+    "Eugene",
+    "Ruben",
+    "Christy",
+    "Elizabeth",
+    "Julio",
+    "Janet",
+    "Marco",
+    "Rob",
+    "Shannon",
+    "Jacquelyn",
+    "Curtis",
+    "Lauren",
+    "Ian",
+    "Sydney",
+    "Chloe",
+    "Wyatt",
+    "Shannon",
+    "Clarence",
+    "Luke",
+    "Jordan",
+    "Destiny",
+    "Ethan",
+    "Seth",
+    "Russell",
+    "Alejandro",
+    "Harold",
+    "Jessie",
+    "Jill",
+]
+LAST_NAMES = [
+    "Yang",
+    "Huang",
+    "Zhu",
+    "Johnson",
+    "Ruiz",
+    "Alvarez",
+    "Mehta",
+    "Verhoff",
+    "Carlson",
+    "Suarez",
+    "Lu",
+    "Walker",
+    "Jenkins",
+    "Chapman",
+    "Moreno",
+    "Murphy",
+    "Perez",
+    "Garcia",
+    "Hill",
+    "Lopez",
+]
+COUNTRIES = [
+    ("Australia", 20),
+    ("United States", 14),
+    ("US", 4),
+    ("USA", 6),
+    ("Canada", 8),
+    ("United Kingdom", 10),
+    ("Germany", 8),
+    ("DE", 3),
+    ("France", 10),
+    ("", 1),
+    (" Germany", 1),
+]
+MODEL_WORDS = {
+    "BI": ["Mountain-", "Road-", "Touring-"],
+    "AC": ["Sport-", "All-Purpose ", "Hitch Rack-"],
+    "CL": ["Classic ", "Long-Sleeve ", "Racing "],
+    "CO": ["HL ", "ML ", "LL "],
+}
 COLOURS = ["Black", "Red", "Silver", "Yellow", "Blue"]
 
 
@@ -182,8 +263,17 @@ def _product_rows(
             end = (min(later) - timedelta(days=1)).isoformat()
         else:
             end = ""
-        rows.append([prd_id, product.prd_key, _quote(product.name), "" if cost is None else cost, product.line,
-                     start.isoformat(), end])  # fmt: skip
+        rows.append(
+            [
+                prd_id,
+                product.prd_key,
+                _quote(product.name),
+                "" if cost is None else cost,
+                product.line,
+                start.isoformat(),
+                end,
+            ]
+        )
     return rows
 
 
@@ -212,8 +302,19 @@ def _sales_lines(rng: random.Random, world: World, day: date, n_lines: int) -> l
                 sales = rng.choice([None, 0, -abs(sales or 1), (sales or 1) + rng.randint(1, 50)])
             if _chance(rng, 0.002):
                 price = rng.choice([None, -abs(price or 1), 0])
-            rows.append([order, product.sales_key, cust, order_dt, ship_dt, due_dt,
-                         "" if sales is None else sales, qty, "" if price is None else price])  # fmt: skip
+            rows.append(
+                [
+                    order,
+                    product.sales_key,
+                    cust,
+                    order_dt,
+                    ship_dt,
+                    due_dt,
+                    "" if sales is None else sales,
+                    qty,
+                    "" if price is None else price,
+                ]
+            )
             if len(rows) >= n_lines:
                 break
     return rows
@@ -283,14 +384,18 @@ def generate(
         if n:
             sales_rows.extend(_sales_lines(rng, world, day, n))
 
-    _write_batch(out, start_date, {
-        "crm_cust_info": cust_rows,
-        "crm_prd_info": [r for p in products for r in _product_rows(rng, p, p.versions)],
-        "crm_sales_details": sales_rows,
-        "erp_cust_az12": az12_rows,
-        "erp_loc_a101": loc_rows,
-        "erp_px_cat_g1v2": [list(c) for c in CATEGORIES],
-    })  # fmt: skip
+    _write_batch(
+        out,
+        start_date,
+        {
+            "crm_cust_info": cust_rows,
+            "crm_prd_info": [r for p in products for r in _product_rows(rng, p, p.versions)],
+            "crm_sales_details": sales_rows,
+            "erp_cust_az12": az12_rows,
+            "erp_loc_a101": loc_rows,
+            "erp_px_cat_g1v2": [list(c) for c in CATEGORIES],
+        },
+    )
     batches = [start_date]
 
     daily_sales = max(3, round(n_sales / history_days * 1.5))

@@ -98,6 +98,34 @@ class TableStore:
         else:
             writer.save(table.path)
 
+    def merge(
+        self,
+        df: DataFrame,
+        table: TableRef,
+        *,
+        keys: tuple[str, ...],
+        update_when: str | None = None,
+        partition_by: tuple[str, ...] = (),
+    ) -> None:
+        """Upsert ``df`` into ``table`` on ``keys`` with SQL ``MERGE INTO`` (create the table if new).
+
+        ``update_when`` is an extra SQL condition (aliases ``t`` = table, ``s`` = ``df``) for replacing
+        a matched row, e.g. "the incoming version is newer". ``df`` must have one row per key.
+        """
+        self._require_delta()
+        if not self.exists(table):
+            self.replace_slice(df, table, where="true", partition_by=partition_by)
+            return
+        assert_schema(df, self.read(table).schema, what=f"table {table}")
+        view = f"_merge_source_{table.layer}_{table.name}"
+        df.createOrReplaceTempView(view)
+        on = " AND ".join(f"t.{k} = s.{k}" for k in keys)
+        matched = (
+            f"WHEN MATCHED AND ({update_when}) THEN UPDATE SET *" if update_when else "WHEN MATCHED THEN UPDATE SET *"
+        )
+        self.spark.sql(f"MERGE INTO {table.sql} t USING {view} s ON {on} {matched} WHEN NOT MATCHED THEN INSERT *")
+        self.spark.catalog.dropTempView(view)
+
     def _require_delta(self) -> None:
         if not supports_delta(self.spark):
             raise EngineUnavailableError(

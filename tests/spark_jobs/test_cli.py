@@ -16,8 +16,19 @@ pytestmark = pytest.mark.delta
 
 
 def test_bronze_command_loads_a_batch(capsys, tmp_path, sample_landing, engine):
-    code = main(["bronze", "--run-date", "2014-01-30", "--engine", engine.value,
-                 "--landing-root", str(sample_landing), "--lakehouse-root", str(tmp_path / "t")])  # fmt: skip
+    code = main(
+        [
+            "bronze",
+            "--run-date",
+            "2014-01-30",
+            "--engine",
+            engine.value,
+            "--landing-root",
+            str(sample_landing),
+            "--lakehouse-root",
+            str(tmp_path / "t"),
+        ]
+    )
     out = capsys.readouterr().out
     assert code == 0
     assert "bronze crm_sales_details:" in out and "0 quarantined" in out
@@ -28,8 +39,21 @@ def test_header_mismatch_exits_1_with_the_message(capsys, tmp_path, engine):
     folder = tmp_path / "in" / "2024-01-15" / "source_erp"
     folder.mkdir(parents=True)
     (folder / "LOC_A101.csv").write_text("CID,COUNTRY\r\nAW-1,DE\r\n")
-    code = main(["bronze", "--run-date", "2024-01-15", "--tables", "erp_loc_a101", "--engine", engine.value,
-                 "--landing-root", str(tmp_path / "in"), "--lakehouse-root", str(tmp_path / "t")])  # fmt: skip
+    code = main(
+        [
+            "bronze",
+            "--run-date",
+            "2024-01-15",
+            "--tables",
+            "erp_loc_a101",
+            "--engine",
+            engine.value,
+            "--landing-root",
+            str(tmp_path / "in"),
+            "--lakehouse-root",
+            str(tmp_path / "t"),
+        ]
+    )
     assert code == 1
     assert "LOC_A101.csv: header does not match table erp_loc_a101" in capsys.readouterr().err
 
@@ -44,12 +68,26 @@ def test_bad_run_date_is_a_usage_error(capsys):
 def test_installed_console_script_generates_and_runs(tmp_path, engine):
     exe = shutil.which("lakehouse", path=str(Path(sys.executable).parent))
     assert exe, "the lakehouse console script is not installed in this environment"
-    env = {**os.environ, "LAKEHOUSE_LANDING_ROOT": str(tmp_path / "in"), "LAKEHOUSE_ROOT": str(tmp_path / "t"),
-           "LAKEHOUSE_ENGINE": engine.value}  # fmt: skip
-    gen = subprocess.run([exe, "generate", "--scale", "0.01", "--start-date", "2024-01-15"], env=env,
-                         capture_output=True, text=True, check=True)  # fmt: skip
+    env = {
+        **os.environ,
+        "LAKEHOUSE_LANDING_ROOT": str(tmp_path / "in"),
+        "LAKEHOUSE_ROOT": str(tmp_path / "t"),
+        "LAKEHOUSE_ENGINE": engine.value,
+    }
+    gen = subprocess.run(
+        [exe, "generate", "--scale", "0.01", "--start-date", "2024-01-15"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert "wrote 1 batches" in gen.stdout
-    run = subprocess.run([exe, "run", "--run-date", "2024-01-15", "--from", "bronze", "--to", "bronze"], env=env,
-                         capture_output=True, text=True, timeout=300)  # fmt: skip
+    run = subprocess.run(
+        [exe, "run", "--run-date", "2024-01-15", "--from", "bronze", "--to", "bronze"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert run.returncode == 0, run.stderr
     assert run.stdout.count("bronze ") == 6

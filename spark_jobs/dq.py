@@ -1,0 +1,200 @@
+"""Data-quality expectations, declared per table like Lakeflow expectations.
+
+Each :class:`Expectation` has a name, a SQL condition that a good row satisfies (NULL counts as not
+satisfied), an action and an optional threshold:
+
+* ``warn``: the row is kept, the violation counted;
+* ``quarantine``: the row goes to the table's quarantine with the expectation's name as reason;
+* ``fail``: any violation fails the job with a message naming the expectation, the count and
+  sample keys.
+
+``max_fraction`` (any action) fails the job when more than that fraction of the rows violate it.
+Counts go to a ``dq_metrics`` Delta table, keyed by run date, layer, table and expectation.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime
+from enum import StrEnum
+
+from pyspark.sql import Column, DataFrame
+from pyspark.sql import functions as F
+from pyspark.sql.types import DateType, LongType, StringType, StructField, StructType, TimestampType
+
+log = logging.getLogger(__name__)
+
+QUARANTINE_REASONS = "_quarantine_reasons"
+_OK_PREFIX = "_ok__"
+ROWS_IN = "*"  # pseudo-expectation of a metrics row that accounts for the whole table
+
+
+class Action(StrEnum):
+    WARN = "warn"
+    QUARANTINE = "quarantine"
+    FAIL = "fail"
+
+
+@dataclass(frozen=True)
+class Expectation:
+    name: str
+    condition: str  # Spark SQL over the table's cleaned columns; true = the row is good
+    action: Action = Action.WARN
+    max_fraction: float | None = None
+    description: str = ""
+
+    @property
+    def ok_column(self) -> str:
+        return _OK_PREFIX + self.name
+
+
+class DataQualityError(RuntimeError):
+    """Expectations failed; the message carries the summary on-call needs."""
+
+
+METRICS_SCHEMA = StructType(
+    [
+        StructField("run_date", DateType()),
+        StructField("layer", StringType()),
+        StructField("table_name", StringType()),
+        StructField("expectation", StringType()),
+        StructField("action", StringType()),
+        StructField("rows_in", LongType()),
+        StructField("passed", LongType()),
+        StructField("warned", LongType()),
+        StructField("quarantined", LongType()),
+        StructField("failed", LongType()),
+        StructField("deduplicated", LongType()),
+        StructField("written", LongType()),
+        StructField("recorded_at", TimestampType()),
+    ]
+)
+
+
+@dataclass
+class ExpectationResult:
+    expectation: Expectation
+    rows_in: int
+    violations: int
+
+    @property
+    def breached(self) -> bool:
+        e = self.expectation
+        if e.max_fraction is not None and self.rows_in and self.violations / self.rows_in > e.max_fraction:
+            return True
+        return e.action is Action.FAIL and self.violations > 0 and e.max_fraction is None
+
+
+def check(expectations: Sequence[Expectation]) -> Callable[[DataFrame], DataFrame]:
+    """Add one boolean ``_ok__<name>`` column per expectation and the array of quarantine reasons."""
+
+    def transform(df: DataFrame) -> DataFrame:
+        oks = {e.ok_column: F.coalesce(F.expr(e.condition), F.lit(False)) for e in expectations}
+        out = df.withColumns(oks) if oks else df
+        reasons = [F.when(~F.col(e.ok_column), F.lit(e.name)) for e in expectations if e.action is Action.QUARANTINE]
+        return out.withColumn(QUARANTINE_REASONS, F.array_compact(F.array(*reasons)) if reasons else F.array())
+
+    return transform
+
+
+def is_quarantined() -> Column:
+    return F.size(F.col(QUARANTINE_REASONS)) > 0
+
+
+def drop_checks(df: DataFrame) -> DataFrame:
+    return df.drop(*[c for c in df.columns if c.startswith(_OK_PREFIX)], QUARANTINE_REASONS)
+
+
+def count_violations(checked: DataFrame, expectations: Sequence[Expectation]) -> tuple[int, list[ExpectationResult]]:
+    """Rows in and per-expectation violation counts, in one pass over ``checked``."""
+    aggs = [F.count(F.lit(1)).alias("rows_in")]
+    aggs += [F.count_if(~F.col(e.ok_column)).alias(f"v{i}") for i, e in enumerate(expectations)]
+    row = checked.agg(*aggs).collect()[0]
+    rows_in = int(row["rows_in"])
+    return rows_in, [ExpectationResult(e, rows_in, int(row[f"v{i}"] or 0)) for i, e in enumerate(expectations)]
+
+
+def metrics_rows(
+    *,
+    run_date: date,
+    layer: str,
+    table: str,
+    results: Sequence[ExpectationResult],
+    rows_in: int,
+    quarantined: int,
+    deduplicated: int,
+    written: int,
+    recorded_at: datetime,
+) -> list[tuple[object, ...]]:
+    """Rows of the dq_metrics table: one per expectation plus one ``*`` row for the table."""
+    rows: list[tuple[object, ...]] = []
+    for r in results:
+        a = r.expectation.action
+        v = r.violations
+        rows.append(
+            (
+                run_date,
+                layer,
+                table,
+                r.expectation.name,
+                a.value,
+                r.rows_in,
+                r.rows_in - v,
+                v if a is Action.WARN else 0,
+                v if a is Action.QUARANTINE else 0,
+                v if a is Action.FAIL else 0,
+                None,
+                None,
+                recorded_at,
+            )
+        )
+    rows.append(
+        (
+            run_date,
+            layer,
+            table,
+            ROWS_IN,
+            None,
+            rows_in,
+            written,
+            None,
+            quarantined,
+            None,
+            deduplicated,
+            written,
+            recorded_at,
+        )
+    )
+    return rows
+
+
+def summary(table: str, rows_in: int, results: Sequence[ExpectationResult]) -> str:
+    """A readable block for the job log and for alerts."""
+    lines = [f"{table}: {rows_in} rows in"]
+    for r in results:
+        flag = "  BREACHED" if r.breached else ""
+        pct = f" ({100 * r.violations / r.rows_in:.2f}%)" if r.rows_in else ""
+        lines.append(f"  [{r.expectation.action.value:10}] {r.expectation.name}: {r.violations} violations{pct}{flag}")
+    return "\n".join(lines)
+
+
+def raise_if_breached(
+    table: str, rows_in: int, results: Sequence[ExpectationResult], samples: dict[str, list[str]]
+) -> None:
+    breached = [r for r in results if r.breached]
+    if not breached:
+        return
+    parts = []
+    for r in breached:
+        e = r.expectation
+        limit = f" (limit {e.max_fraction:.2%})" if e.max_fraction is not None else ""
+        sample = ", ".join(samples.get(e.name, [])) or "n/a"
+        parts.append(
+            f"expectation {e.name!r} [{e.action.value}] failed on {r.violations} of {r.rows_in} rows{limit}: "
+            f"{e.description or e.condition}; sample keys: {sample}"
+        )
+    raise DataQualityError(
+        f"data quality check failed for {table}: " + " | ".join(parts) + "\n" + summary(table, rows_in, results)
+    )

@@ -1,0 +1,226 @@
+"""Gold job: rebuild the star-schema rows that batch D touches and MERGE them in.
+
+* customers whose CRM or ERP record changed in D → ``dim_customers``;
+* products with a version (or category) delivered in D → every version of them → ``dim_products``
+  (SCD2: the new version opens, the previous one closes, re-running changes nothing);
+* sales lines that silver took from D, plus the lines of touched products and customers (their
+  version or customer link may change) → ``fact_sales``.
+
+Everything is keyed on natural keys and hashed surrogate keys, so re-runs and backfills in any
+order converge to the same tables. BI views are published last.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from spark_jobs import dq
+from spark_jobs.dq import Action, Expectation
+from spark_jobs.gold import transforms as g
+from spark_jobs.settings import Settings
+from spark_jobs.silver.job import write_metrics
+from spark_jobs.tables import TableStore
+
+log = logging.getLogger(__name__)
+
+
+def _unique(*cols: str) -> Expectation:
+    keys = ", ".join(cols)
+    return Expectation(
+        f"{'_'.join(cols)}_unique",
+        f"count(1) OVER (PARTITION BY {keys}) = 1",
+        Action.FAIL,
+        description=f"({keys}) unique",
+    )
+
+
+DIM_CUSTOMERS_EXPECTATIONS = (
+    _unique("customer_key"),
+    Expectation("customer_number_present", "customer_number IS NOT NULL", Action.WARN),
+    Expectation("country_known", "country <> 'n/a'", Action.WARN),
+)
+DIM_PRODUCTS_EXPECTATIONS = (
+    _unique("product_key"),
+    Expectation("category_matched", "category IS NOT NULL", Action.WARN, description="cat_id not in erp_px_cat_g1v2"),
+    Expectation("valid_to_not_before_valid_from", "valid_to IS NULL OR valid_to >= valid_from", Action.FAIL),
+)
+FACT_SALES_EXPECTATIONS = (
+    _unique("order_number", "product_number"),
+    Expectation(
+        "fact_customer_linked",
+        "customer_key IS NOT NULL",
+        Action.WARN,
+        max_fraction=0.01,
+        description="sales line whose customer is not in dim_customers",
+    ),
+    Expectation(
+        "fact_product_linked",
+        "product_key IS NOT NULL",
+        Action.WARN,
+        max_fraction=0.01,
+        description="sales line whose product is not in dim_products",
+    ),
+    Expectation(
+        "product_version_on_order_date",
+        "NOT product_version_fallback",
+        Action.WARN,
+        description="order before the product's first version or without order date: linked to the earliest",
+    ),
+)
+VIEWS = ("sales_monthly_by_category_country", "product_cost_history")
+
+
+@dataclass(frozen=True)
+class GoldTableResult:
+    table: str
+    rows: int
+    summary: str
+
+    def __str__(self) -> str:
+        return f"{self.table}: {self.rows} rows rebuilt and merged"
+
+
+def _batch(d: date) -> str:
+    return f"_batch_date = DATE'{d.isoformat()}'"
+
+
+class _Gold:
+    def __init__(self, spark: SparkSession, settings: Settings, run_date: date) -> None:
+        self.store = TableStore(spark, settings)
+        self.run_date = run_date
+        self.recorded_at = datetime.now(UTC)
+
+    def silver(self, name: str) -> DataFrame:
+        return self.store.read(self.store.ref("silver", name))
+
+    def gold(self, name: str) -> DataFrame:
+        return self.store.read(self.store.ref("gold", name))
+
+    def merge(
+        self, name: str, source: DataFrame, keys: tuple[str, ...], expectations: tuple[Expectation, ...]
+    ) -> GoldTableResult:
+        checked = source.transform(dq.check(expectations))
+        rows, results = dq.count_violations(checked, expectations)
+        text = dq.summary(f"gold.{name}", rows, results)
+        log.info("gold expectations\n%s", text)
+        breached = [r for r in results if r.breached]
+        samples = {
+            r.expectation.name: [
+                "/".join(str(v) for v in row)
+                for row in checked.filter(~F.col(r.expectation.ok_column)).select(*keys).limit(5).collect()
+            ]
+            for r in breached
+        }
+        metrics = dq.metrics_rows(
+            run_date=self.run_date,
+            layer="gold",
+            table=name,
+            results=results,
+            rows_in=rows,
+            quarantined=0,
+            deduplicated=0,
+            written=rows,
+            recorded_at=self.recorded_at,
+        )
+        write_metrics(self.store, "gold", name, self.run_date, metrics)
+        dq.raise_if_breached(f"gold.{name}", rows, results, samples)
+        self.store.merge(source, self.store.ref("gold", name), keys=keys)
+        return GoldTableResult(name, rows, text)
+
+
+def run_gold(spark: SparkSession, settings: Settings, run_date: date) -> list[GoldTableResult]:
+    job = _Gold(spark, settings, run_date)
+    batch = _batch(run_date)
+    cust, az12, loc = job.silver("crm_cust_info"), job.silver("erp_cust_az12"), job.silver("erp_loc_a101")
+    prd, cats, sales = job.silver("crm_prd_info"), job.silver("erp_px_cat_g1v2"), job.silver("crm_sales_details")
+
+    erp_ids = az12.filter(batch).select("cid").unionByName(loc.filter(batch).select("cid")).distinct()
+    touched_customers = cust.filter(batch).unionByName(cust.join(erp_ids, cust.cst_key == erp_ids.cid, "left_semi"))
+    touched_customers = touched_customers.dropDuplicates(["cst_id"])
+    results = [
+        job.merge(
+            "dim_customers",
+            g.build_dim_customers(touched_customers, az12, loc),
+            ("customer_key",),
+            DIM_CUSTOMERS_EXPECTATIONS,
+        )
+    ]
+
+    new_cats = cats.filter(batch).select(F.col("id").alias("cat_id"))
+    touched_keys = (
+        prd.filter(batch)
+        .select("prd_key")
+        .unionByName(prd.join(new_cats, "cat_id", "left_semi").select("prd_key"))
+        .distinct()
+    )
+    versions = prd.join(touched_keys, "prd_key", "left_semi")
+    results.append(
+        job.merge("dim_products", g.build_dim_products(versions, cats), ("product_key",), DIM_PRODUCTS_EXPECTATIONS)
+    )
+
+    touched_ids = touched_customers.select(F.col("cst_id").alias("sls_cust_id"))
+    lines = (
+        sales.filter(batch)
+        .unionByName(sales.join(touched_keys.withColumnRenamed("prd_key", "sls_prd_key"), "sls_prd_key", "left_semi"))
+        .unionByName(sales.join(touched_ids, "sls_cust_id", "left_semi"))
+        .dropDuplicates(["sls_ord_num", "sls_prd_key"])
+    )
+    products = job.gold("dim_products").join(
+        lines.select(F.col("sls_prd_key").alias("product_number")).distinct(), "product_number", "left_semi"
+    )
+    facts = g.build_fact_sales(lines, products, job.gold("dim_customers"))
+    results.append(job.merge("fact_sales", facts, ("order_number", "product_number"), FACT_SALES_EXPECTATIONS))
+
+    publish_views(job.store, settings)
+    for result in results:
+        log.info("gold %s", result)
+    return results
+
+
+def view_definitions(store: TableStore) -> dict[str, DataFrame]:
+    products = store.read(store.ref("gold", "dim_products"))
+    customers = store.read(store.ref("gold", "dim_customers"))
+    facts = store.read(store.ref("gold", "fact_sales"))
+    return {
+        "sales_monthly_by_category_country": g.monthly_sales_by_category_country(facts, products, customers),
+        "product_cost_history": g.product_cost_history(products),
+    }
+
+
+def publish_views(store: TableStore, settings: Settings) -> None:
+    """On Unity Catalog: ``CREATE OR REPLACE VIEW`` over the gold tables. Locally (no catalog to
+    hold a view): materialise each view as a Delta table of the same name, rewritten every run."""
+    if settings.uses_catalog:
+        for name, sql in view_sql(settings).items():
+            store.spark.sql(f"CREATE OR REPLACE VIEW {settings.table('gold', name).full_name} AS {sql}")
+        return
+    for name, df in view_definitions(store).items():
+        ref = store.ref("gold", name)
+        if store.exists(ref):
+            df.write.format("delta").mode("overwrite").option("overwriteSchema", "true").save(ref.path)
+        else:
+            store.replace_slice(df, ref, where="true")
+
+
+def view_sql(settings: Settings) -> dict[str, str]:
+    """The BI views in SQL (the same logic as the DataFrame transforms), for Unity Catalog."""
+    t = {n: settings.table("gold", n).sql for n in ("dim_products", "dim_customers", "fact_sales")}
+    return {
+        "sales_monthly_by_category_country": f"""
+            SELECT trunc(f.order_date, 'month') AS order_month, coalesce(p.category, 'n/a') AS category,
+                   coalesce(c.country, 'n/a') AS country, count(DISTINCT f.order_number) AS orders,
+                   CAST(sum(f.quantity) AS BIGINT) AS quantity, CAST(sum(f.sales_amount) AS BIGINT) AS sales_amount
+            FROM {t["fact_sales"]} f
+            LEFT JOIN {t["dim_products"]} p ON f.product_key = p.product_key
+            LEFT JOIN {t["dim_customers"]} c ON f.customer_key = c.customer_key
+            WHERE f.order_date IS NOT NULL
+            GROUP BY 1, 2, 3""",
+        "product_cost_history": f"""
+            SELECT product_number, product_name, category, subcategory, cost, valid_from, valid_to, is_current
+            FROM {t["dim_products"]}""",
+    }

@@ -1,0 +1,1 @@
+"""Silver: typed, cleaned, de-duplicated current state of each source, with expectations."""

@@ -1,0 +1,184 @@
+"""Silver job: one batch of bronze rows → cleaned, checked, de-duplicated current state.
+
+Per table and batch date D:
+1. clean the bronze rows of D (pure transforms, rules S1–S18);
+2. evaluate the expectations; rows failing a ``quarantine`` expectation go to
+   ``silver.<table>_quarantine`` (original text + reasons), replacing that table's slice for D;
+3. keep the latest row per key (in the batch) and ``MERGE`` it into ``silver.<table>``: a row
+   replaces the stored one only if it is at least as recent (``recency``), so batches can be
+   re-run or back-filled in any order and converge to the same state;
+4. check the conservation law — bronze rows of D = rows now in silver from D + quarantined rows +
+   rows superseded by de-duplication — and write per-expectation counts to ``silver.dq_metrics``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from spark_jobs import dq
+from spark_jobs.settings import Settings
+from spark_jobs.silver.tables import SILVER_TABLES, SilverTable
+from spark_jobs.silver.transforms import LINEAGE, RAW, latest_per_key, with_version_end_dates
+from spark_jobs.tables import TableStore
+
+log = logging.getLogger(__name__)
+
+QUARANTINE_SUFFIX = "_quarantine"
+METRICS_TABLE = "dq_metrics"
+
+
+class ConservationError(RuntimeError):
+    """Rows went missing (or appeared) between bronze and silver."""
+
+
+@dataclass(frozen=True)
+class SilverTableResult:
+    table: str
+    rows_in: int
+    written: int
+    quarantined: int
+    deduplicated: int
+    summary: str
+
+    def __str__(self) -> str:
+        return (
+            f"{self.table}: {self.rows_in} in = {self.written} in silver + {self.quarantined} quarantined"
+            f" + {self.deduplicated} superseded"
+        )
+
+
+def _batch(d: date) -> str:
+    return f"_batch_date = DATE'{d.isoformat()}'"
+
+
+def _newer_sql(spec: SilverTable) -> str:
+    s = ", ".join(r.format(a="s.") for r in spec.recency)
+    t = ", ".join(r.format(a="t.") for r in spec.recency)
+    return f"struct({s}) >= struct({t})"
+
+
+def merge_source(spec: SilverTable, candidates: DataFrame, stored: DataFrame | None) -> DataFrame:
+    """What to MERGE: the batch's latest row per key; for versioned products, every stored version
+    of the touched products too, so that end dates are recomputed across all versions (S9)."""
+    if not spec.versioned:
+        return candidates
+    assert spec.keys[0] == "prd_key"
+    if stored is None:
+        return candidates.transform(with_version_end_dates)
+    touched = candidates.select("prd_key").distinct()
+    existing = stored.drop("prd_end_dt").join(touched, "prd_key", "left_semi")
+    versions = existing.unionByName(candidates.drop("prd_end_dt")).transform(latest_per_key(spec.keys, spec.recency))
+    return versions.transform(with_version_end_dates).select(*candidates.columns)
+
+
+def run_silver_table(
+    spark: SparkSession, settings: Settings, spec: SilverTable, run_date: date, *, recorded_at: datetime
+) -> SilverTableResult | None:
+    store = TableStore(spark, settings)
+    bronze_ref = store.ref("bronze", spec.name)
+    if not store.exists(bronze_ref):
+        log.warning("silver %s: no bronze table yet; nothing to do", spec.name)
+        return None
+    target = store.ref("silver", spec.name)
+    where = _batch(run_date)
+    expectations = spec.expectations(run_date)
+
+    cleaned = store.read(bronze_ref).filter(where).transform(spec.clean(run_date))
+    checked = cleaned.transform(dq.check(expectations))
+    rows_in, results = dq.count_violations(checked, expectations)
+    log.info("silver expectations\n%s", dq.summary(spec.name, rows_in, results))
+    samples = _samples(checked, spec, [r for r in results if r.breached])
+    dq.raise_if_breached(spec.name, rows_in, results, samples)
+
+    rejected = checked.filter(dq.is_quarantined()).select(
+        f"{RAW}.*", *LINEAGE, F.array_join(dq.QUARANTINE_REASONS, "; ").alias("_reasons")
+    )
+    store.replace_slice(
+        rejected, store.ref("silver", spec.name + QUARANTINE_SUFFIX), where=where, partition_by=("_batch_date",)
+    )
+
+    good = dq.drop_checks(checked.filter(~dq.is_quarantined())).drop(RAW)
+    candidates = good.transform(latest_per_key(spec.keys, spec.recency))
+    if spec.versioned:
+        candidates = candidates.withColumn("prd_end_dt", F.lit(None).cast("date"))
+    stored = store.read(target) if store.exists(target) else None
+    source = merge_source(spec, candidates, stored)
+    if spec.output_expectations:
+        out_checked = source.transform(dq.check(spec.output_expectations))
+        n_out, out_results = dq.count_violations(out_checked, spec.output_expectations)
+        results = [*results, *out_results]
+        dq.raise_if_breached(spec.name, n_out, out_results, _samples(out_checked, spec, out_results))
+    store.merge(source, target, keys=spec.keys, update_when=None if spec.versioned else _newer_sql(spec))
+
+    quarantined = store.read(store.ref("silver", spec.name + QUARANTINE_SUFFIX)).filter(where).count()
+    written = store.read(target).filter(where).count()
+    superseded = _superseded(good, store.read(target), spec)
+    result = SilverTableResult(
+        spec.name, rows_in, written, quarantined, superseded, dq.summary(spec.name, rows_in, results)
+    )
+    metrics = dq.metrics_rows(
+        run_date=run_date,
+        layer="silver",
+        table=spec.name,
+        results=results,
+        rows_in=rows_in,
+        quarantined=quarantined,
+        deduplicated=superseded,
+        written=written,
+        recorded_at=recorded_at,
+    )
+    write_metrics(store, "silver", spec.name, run_date, metrics)
+    if rows_in != written + quarantined + superseded:
+        raise ConservationError(
+            f"silver {spec.name} batch {run_date}: {rows_in} bronze rows but {written} in silver + {quarantined} "
+            f"quarantined + {superseded} superseded = {written + quarantined + superseded}. A re-delivered batch with "
+            "other rows than before leaves rows of the earlier delivery in silver."
+        )
+    log.info("silver %s", result)
+    return result
+
+
+def _superseded(good: DataFrame, stored: DataFrame, spec: SilverTable) -> int:
+    """Rows of the batch that passed the checks but are not the stored version of their key."""
+    winners = stored.select(*spec.keys, *[F.col(c).alias(f"_w{c}") for c in LINEAGE])
+    joined = good.select(*spec.keys, *LINEAGE).join(winners, list(spec.keys), "left")
+    lost = joined.filter(
+        F.col("_w_batch_date").isNull()
+        | (F.col("_w_batch_date") != F.col("_batch_date"))
+        | (F.col("_w_line_number") != F.col("_line_number"))
+    )
+    return lost.count()
+
+
+def _samples(checked: DataFrame, spec: SilverTable, breached: list[dq.ExpectationResult]) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for r in breached:
+        rows = checked.filter(~F.col(r.expectation.ok_column)).select(*spec.keys, "_line_number").limit(5).collect()
+        out[r.expectation.name] = [
+            "/".join(str(row[k]) for k in spec.keys) + f" (line {row['_line_number']})" for row in rows
+        ]
+    return out
+
+
+def write_metrics(store: TableStore, layer: str, table: str, run_date: date, rows: list[tuple[object, ...]]) -> None:
+    df = store.spark.createDataFrame(rows, dq.METRICS_SCHEMA)
+    where = f"run_date = DATE'{run_date.isoformat()}' AND table_name = '{table}'"
+    store.replace_slice(df, store.ref(layer, METRICS_TABLE), where=where, partition_by=("run_date",))
+
+
+def run_silver(
+    spark: SparkSession, settings: Settings, run_date: date, *, tables: Iterable[str] | None = None
+) -> list[SilverTableResult]:
+    recorded_at = datetime.now(UTC)
+    results = []
+    for name in tables or SILVER_TABLES:
+        result = run_silver_table(spark, settings, SILVER_TABLES[name], run_date, recorded_at=recorded_at)
+        if result is not None:
+            results.append(result)
+    return results

@@ -1,0 +1,171 @@
+"""Pure cleaning transforms, one per source table (rules S1–S18 of the silver spec).
+
+Each takes the bronze rows of a batch (text columns + ingestion metadata) and returns the typed,
+cleaned columns plus lineage (``_batch_date``, ``_line_number``) and ``_raw``, a struct of the
+original text fields, so that a quarantined row keeps exactly what arrived.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import date
+
+from pyspark.sql import Column, DataFrame, Window
+from pyspark.sql import functions as F
+
+from spark_jobs.parsing import parse_int, parse_iso_date, parse_yyyymmdd
+
+LINEAGE = ("_batch_date", "_line_number")
+RAW = "_raw"
+
+
+def _with_raw(bronze: DataFrame, raw_columns: tuple[str, ...], *cleaned: Column) -> DataFrame:
+    return bronze.select(*cleaned, *LINEAGE, F.struct(*raw_columns).alias(RAW))
+
+
+def _code(col: str, mapping: dict[str, str], default: str = "n/a") -> Column:
+    """``upper(trim(col))`` mapped through ``mapping``; anything else (blank, NULL, unknown) → default."""
+    key = F.upper(F.trim(F.col(col)))
+    expr = None
+    for source, target in mapping.items():
+        expr = F.when(key == source, F.lit(target)) if expr is None else expr.when(key == source, F.lit(target))
+    assert expr is not None
+    return expr.otherwise(F.lit(default))
+
+
+def _text(col: str) -> Column:
+    """Trimmed text; blank → NULL."""
+    value = F.trim(F.col(col))
+    return F.when(value == "", F.lit(None).cast("string")).otherwise(value)
+
+
+def clean_crm_cust_info(bronze: DataFrame) -> DataFrame:
+    """S1 (null ids are quarantined by expectation), S3 trim names, S4 marital status, S5 gender."""
+    return _with_raw(
+        bronze,
+        ("cst_id", "cst_key", "cst_firstname", "cst_lastname", "cst_marital_status", "cst_gndr", "cst_create_date"),
+        parse_int(F.col("cst_id")).alias("cst_id"),
+        _text("cst_key").alias("cst_key"),
+        _text("cst_firstname").alias("cst_firstname"),
+        _text("cst_lastname").alias("cst_lastname"),
+        _code("cst_marital_status", {"S": "Single", "M": "Married"}).alias("cst_marital_status"),
+        _code("cst_gndr", {"F": "Female", "M": "Male"}).alias("cst_gndr"),
+        parse_iso_date(F.col("cst_create_date")).alias("cst_create_date"),
+    )
+
+
+def clean_crm_prd_info(bronze: DataFrame) -> DataFrame:
+    """S6 category id and product key, S7 null cost → 0, S8 product line, S9 start date.
+
+    The source end date is unreliable and dropped here: :func:`with_version_end_dates` derives it
+    from the next version once all versions of a product are known.
+    """
+    key = F.trim(F.col("prd_key"))
+    return _with_raw(
+        bronze,
+        ("prd_id", "prd_key", "prd_nm", "prd_cost", "prd_line", "prd_start_dt", "prd_end_dt"),
+        parse_int(F.col("prd_id")).alias("prd_id"),
+        F.regexp_replace(F.substring(key, 1, 5), "-", "_").alias("cat_id"),
+        F.when(F.length(key) > 6, F.substring(key, 7, 1_000)).alias("prd_key"),
+        _text("prd_nm").alias("prd_nm"),
+        F.coalesce(parse_int(F.col("prd_cost")), F.lit(0)).alias("prd_cost"),
+        _code("prd_line", {"M": "Mountain", "R": "Road", "S": "Other Sales", "T": "Touring"}).alias("prd_line"),
+        parse_iso_date(F.col("prd_start_dt")).alias("prd_start_dt"),
+    )
+
+
+def with_version_end_dates(versions: DataFrame) -> DataFrame:
+    """S9: a version ends the day before the next version of the same product starts; the current
+    version (no next one) has a NULL end. ``versions`` must hold every version of its products."""
+    nxt = F.lead("prd_start_dt").over(Window.partitionBy("prd_key").orderBy("prd_start_dt"))
+    return versions.withColumn("prd_end_dt", F.date_sub(nxt, 1))
+
+
+def clean_crm_sales_details(bronze: DataFrame) -> DataFrame:
+    """S10 dates from yyyyMMdd, S11 repair sales, S12 repair price (both from the original values)."""
+    quantity = parse_int(F.col("sls_quantity"))
+    sales = parse_int(F.col("sls_sales"), "bigint")
+    price = parse_int(F.col("sls_price"), "bigint")
+    expected_sales = F.try_multiply(quantity.cast("bigint"), F.abs(price))
+    fixed_sales = (
+        F.when(price.isNull(), sales)
+        .when(sales.isNull() | (sales <= 0) | (sales != expected_sales), expected_sales)
+        .otherwise(sales)
+    )
+    derived_price = F.when(quantity != 0, (sales / quantity).cast("bigint"))
+    fixed_price = F.when(price.isNull() | (price <= 0), derived_price).otherwise(price)
+    return _with_raw(
+        bronze,
+        (
+            "sls_ord_num",
+            "sls_prd_key",
+            "sls_cust_id",
+            "sls_order_dt",
+            "sls_ship_dt",
+            "sls_due_dt",
+            "sls_sales",
+            "sls_quantity",
+            "sls_price",
+        ),
+        _text("sls_ord_num").alias("sls_ord_num"),
+        _text("sls_prd_key").alias("sls_prd_key"),
+        parse_int(F.col("sls_cust_id")).alias("sls_cust_id"),
+        parse_yyyymmdd(F.col("sls_order_dt")).alias("sls_order_dt"),
+        parse_yyyymmdd(F.col("sls_ship_dt")).alias("sls_ship_dt"),
+        parse_yyyymmdd(F.col("sls_due_dt")).alias("sls_due_dt"),
+        fixed_sales.alias("sls_sales"),
+        quantity.alias("sls_quantity"),
+        fixed_price.alias("sls_price"),
+    )
+
+
+def clean_erp_cust_az12(run_date: date) -> Callable[[DataFrame], DataFrame]:
+    """S13 strip ``NAS``, S14 birthdates after the run date → NULL, S15 gender."""
+
+    def transform(bronze: DataFrame) -> DataFrame:
+        cid = F.trim(F.col("cid"))
+        bdate = parse_iso_date(F.col("bdate"))
+        return _with_raw(
+            bronze,
+            ("cid", "bdate", "gen"),
+            F.when(cid.startswith("NAS"), F.substring(cid, 4, 1_000)).otherwise(cid).alias("cid"),
+            F.when(bdate <= F.lit(run_date), bdate).alias("bdate"),
+            _code("gen", {"F": "Female", "FEMALE": "Female", "M": "Male", "MALE": "Male"}).alias("gen"),
+        )
+
+    return transform
+
+
+def clean_erp_loc_a101(bronze: DataFrame) -> DataFrame:
+    """S16 remove ``-`` from ids, S17 country names."""
+    country = F.trim(F.col("cntry"))
+    return _with_raw(
+        bronze,
+        ("cid", "cntry"),
+        F.regexp_replace(F.trim(F.col("cid")), "-", "").alias("cid"),
+        F.when(country == "DE", F.lit("Germany"))
+        .when(country.isin("US", "USA"), F.lit("United States"))
+        .when(country.isNull() | (country == ""), F.lit("n/a"))
+        .otherwise(country)
+        .alias("cntry"),
+    )
+
+
+def clean_erp_px_cat_g1v2(bronze: DataFrame) -> DataFrame:
+    """S18: passed through, trimmed, typed."""
+    return _with_raw(
+        bronze,
+        ("id", "cat", "subcat", "maintenance"),
+        *[_text(c).alias(c) for c in ("id", "cat", "subcat", "maintenance")],
+    )
+
+
+def latest_per_key(keys: tuple[str, ...], recency: tuple[str, ...]) -> Callable[[DataFrame], DataFrame]:
+    """Keep the most recent row per key (``recency``: SQL expressions, newest first when descending)."""
+
+    def transform(df: DataFrame) -> DataFrame:
+        order = [F.expr(r.format(a="")).desc_nulls_last() for r in recency]
+        rank = F.row_number().over(Window.partitionBy(*keys).orderBy(*order))
+        return df.withColumn("_rank", rank).filter(F.col("_rank") == 1).drop("_rank")
+
+    return transform
