@@ -10,48 +10,15 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import date
 from pathlib import Path
 from typing import Any
 
-from spark_jobs.settings import LAYERS, Engine, Settings, SettingsError
+from spark_jobs.pipeline import LAYER_JOBS, layers_between
+from spark_jobs.settings import Engine, Settings, SettingsError
 
 log = logging.getLogger("lakehouse")
-
-
-def _run_bronze(settings: Settings, run_date: date, args: argparse.Namespace) -> None:
-    from spark_jobs.bronze.job import run_bronze
-    from spark_jobs.engine import get_spark
-
-    tables = args.tables.split(",") if getattr(args, "tables", None) else None
-    results = run_bronze(get_spark(settings), settings, run_date, tables=tables)
-    for result in results:
-        print(f"bronze {result}")
-
-
-def _run_silver(settings: Settings, run_date: date, args: argparse.Namespace) -> None:
-    from spark_jobs.engine import get_spark
-    from spark_jobs.silver.job import run_silver
-
-    for result in run_silver(get_spark(settings), settings, run_date):
-        print(f"silver {result}")
-
-
-def _run_gold(settings: Settings, run_date: date, args: argparse.Namespace) -> None:
-    from spark_jobs.engine import get_spark
-    from spark_jobs.gold.job import run_gold
-
-    for result in run_gold(get_spark(settings), settings, run_date):
-        print(f"gold {result}")
-
-
-# Layer name → job. Later layers register here; ``run --from/--to`` walks them in order.
-LAYER_JOBS: dict[str, Callable[[Settings, date, argparse.Namespace], None]] = {
-    "bronze": _run_bronze,
-    "silver": _run_silver,
-    "gold": _run_gold,
-}
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -85,8 +52,6 @@ def build_parser() -> argparse.ArgumentParser:
     for layer in LAYER_JOBS:
         p = sub.add_parser(layer, help=f"load the {layer} layer for one batch date")
         p.add_argument("--run-date", type=_date, required=True, help="batch date YYYY-MM-DD")
-        if layer == "bronze":
-            p.add_argument("--tables", help="comma-separated subset of tables (default: all)")
         _common(p)
     p = sub.add_parser("run", help="run several layers in order for one batch date")
     p.add_argument("--run-date", type=_date, required=True)
@@ -131,17 +96,14 @@ def _dispatch(args: argparse.Namespace) -> int:
         )
         print(f"wrote {len(written)} batches to {out}: {', '.join(d.isoformat() for d in written)}")
         return 0
+    from spark_jobs.engine import get_spark
+
     settings = _settings(args)
-    if args.command == "run":
-        names = list(LAYER_JOBS)
-        layers = names[names.index(args.from_layer) : names.index(args.to_layer) + 1]
-        if not layers:
-            raise SettingsError(f"--from {args.from_layer} comes after --to {args.to_layer}")
-    else:
-        layers = [args.command]
-    assert all(layer in LAYERS for layer in layers)
+    layers = layers_between(args.from_layer, args.to_layer) if args.command == "run" else [args.command]
+    spark = get_spark(settings)
     for layer in layers:
-        LAYER_JOBS[layer](settings, args.run_date, args)
+        for result in LAYER_JOBS[layer](spark, settings, args.run_date):
+            print(f"{layer} {result}")
     return 0
 
 

@@ -107,13 +107,21 @@ def drop_checks(df: DataFrame) -> DataFrame:
     return df.drop(*[c for c in df.columns if c.startswith(_OK_PREFIX)], QUARANTINE_REASONS)
 
 
-def count_violations(checked: DataFrame, expectations: Sequence[Expectation]) -> tuple[int, list[ExpectationResult]]:
-    """Rows in and per-expectation violation counts, in one pass over ``checked``."""
-    aggs = [F.count(F.lit(1)).alias("rows_in")]
+@dataclass
+class CheckCounts:
+    rows_in: int
+    quarantined: int  # rows failing at least one quarantine expectation
+    results: list[ExpectationResult]
+
+
+def count_violations(checked: DataFrame, expectations: Sequence[Expectation]) -> CheckCounts:
+    """Rows in, rows to quarantine and per-expectation violation counts, in one pass over ``checked``."""
+    aggs = [F.count(F.lit(1)).alias("rows_in"), F.count_if(is_quarantined()).alias("quarantined")]
     aggs += [F.count_if(~F.col(e.ok_column)).alias(f"v{i}") for i, e in enumerate(expectations)]
     row = checked.agg(*aggs).collect()[0]
     rows_in = int(row["rows_in"])
-    return rows_in, [ExpectationResult(e, rows_in, int(row[f"v{i}"] or 0)) for i, e in enumerate(expectations)]
+    results = [ExpectationResult(e, rows_in, int(row[f"v{i}"] or 0)) for i, e in enumerate(expectations)]
+    return CheckCounts(rows_in, int(row["quarantined"] or 0), results)
 
 
 def metrics_rows(

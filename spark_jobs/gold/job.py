@@ -94,6 +94,7 @@ class _Gold:
         self.store = TableStore(spark, settings)
         self.run_date = run_date
         self.recorded_at = datetime.now(UTC)
+        self.metrics: list[tuple[object, ...]] = []
 
     def silver(self, name: str) -> DataFrame:
         return self.store.read(self.store.ref("silver", name))
@@ -105,36 +106,49 @@ class _Gold:
         self, name: str, source: DataFrame, keys: tuple[str, ...], expectations: tuple[Expectation, ...]
     ) -> GoldTableResult:
         checked = source.transform(dq.check(expectations))
-        rows, results = dq.count_violations(checked, expectations)
-        text = dq.summary(f"gold.{name}", rows, results)
+        counts = dq.count_violations(checked, expectations)
+        text = dq.summary(f"gold.{name}", counts.rows_in, counts.results)
         log.info("gold expectations\n%s", text)
-        breached = [r for r in results if r.breached]
-        samples = {
-            r.expectation.name: [
-                "/".join(str(v) for v in row)
-                for row in checked.filter(~F.col(r.expectation.ok_column)).select(*keys).limit(5).collect()
-            ]
-            for r in breached
-        }
-        metrics = dq.metrics_rows(
+        rows = dq.metrics_rows(
             run_date=self.run_date,
             layer="gold",
             table=name,
-            results=results,
-            rows_in=rows,
+            results=counts.results,
+            rows_in=counts.rows_in,
             quarantined=0,
             deduplicated=0,
-            written=rows,
+            written=counts.rows_in,
             recorded_at=self.recorded_at,
         )
-        write_metrics(self.store, "gold", name, self.run_date, metrics)
-        dq.raise_if_breached(f"gold.{name}", rows, results, samples)
-        self.store.merge(source, self.store.ref("gold", name), keys=keys)
-        return GoldTableResult(name, rows, text)
+        self.metrics.extend(rows)
+        breached = [r for r in counts.results if r.breached]
+        if breached:
+            samples = {
+                r.expectation.name: [
+                    "/".join(str(v) for v in row)
+                    for row in checked.filter(~F.col(r.expectation.ok_column)).select(*keys).limit(5).collect()
+                ]
+                for r in breached
+            }
+            dq.raise_if_breached(f"gold.{name}", counts.rows_in, counts.results, samples)
+        if counts.rows_in:
+            self.store.merge(source, self.store.ref("gold", name), keys=keys)
+        return GoldTableResult(name, counts.rows_in, text)
 
 
 def run_gold(spark: SparkSession, settings: Settings, run_date: date) -> list[GoldTableResult]:
     job = _Gold(spark, settings, run_date)
+    try:
+        results = _build(job, run_date)
+    finally:
+        write_metrics(job.store, "gold", run_date, job.metrics)
+    publish_views(job.store, settings)
+    for result in results:
+        log.info("gold %s", result)
+    return results
+
+
+def _build(job: _Gold, run_date: date) -> list[GoldTableResult]:
     batch = _batch(run_date)
     cust, az12, loc = job.silver("crm_cust_info"), job.silver("erp_cust_az12"), job.silver("erp_loc_a101")
     prd, cats, sales = job.silver("crm_prd_info"), job.silver("erp_px_cat_g1v2"), job.silver("crm_sales_details")
@@ -175,10 +189,6 @@ def run_gold(spark: SparkSession, settings: Settings, run_date: date) -> list[Go
     )
     facts = g.build_fact_sales(lines, products, job.gold("dim_customers"))
     results.append(job.merge("fact_sales", facts, ("order_number", "product_number"), FACT_SALES_EXPECTATIONS))
-
-    publish_views(job.store, settings)
-    for result in results:
-        log.info("gold %s", result)
     return results
 
 

@@ -78,80 +78,96 @@ def merge_source(spec: SilverTable, candidates: DataFrame, stored: DataFrame | N
 
 
 def run_silver_table(
-    spark: SparkSession, settings: Settings, spec: SilverTable, run_date: date, *, recorded_at: datetime
+    store: TableStore, spec: SilverTable, run_date: date, *, metrics: list[tuple[object, ...]], recorded_at: datetime
 ) -> SilverTableResult | None:
-    store = TableStore(spark, settings)
+    """Process one table's batch; append its dq_metrics rows to ``metrics`` (also when it fails)."""
     bronze_ref = store.ref("bronze", spec.name)
     if not store.exists(bronze_ref):
         log.warning("silver %s: no bronze table yet; nothing to do", spec.name)
         return None
     target = store.ref("silver", spec.name)
+    quarantine = store.ref("silver", spec.name + QUARANTINE_SUFFIX)
     where = _batch(run_date)
     expectations = spec.expectations(run_date)
 
+    def record(results: list[dq.ExpectationResult], *, written: int, superseded: int) -> None:
+        rows = dq.metrics_rows(
+            run_date=run_date,
+            layer="silver",
+            table=spec.name,
+            results=results,
+            rows_in=counts.rows_in,
+            quarantined=counts.quarantined,
+            deduplicated=superseded,
+            written=written,
+            recorded_at=recorded_at,
+        )
+        metrics.extend(rows)
+
     cleaned = store.read(bronze_ref).filter(where).transform(spec.clean(run_date))
     checked = cleaned.transform(dq.check(expectations))
-    rows_in, results = dq.count_violations(checked, expectations)
-    log.info("silver expectations\n%s", dq.summary(spec.name, rows_in, results))
-    samples = _samples(checked, spec, [r for r in results if r.breached])
-    dq.raise_if_breached(spec.name, rows_in, results, samples)
+    counts = dq.count_violations(checked, expectations)
+    results = counts.results
+    log.info("silver expectations\n%s", dq.summary(spec.name, counts.rows_in, results))
+    breached = [r for r in results if r.breached]
+    if breached:  # record what was seen, then fail before anything is written
+        record(results, written=0, superseded=0)
+        dq.raise_if_breached(spec.name, counts.rows_in, results, _samples(checked, spec, breached))
 
-    rejected = checked.filter(dq.is_quarantined()).select(
-        f"{RAW}.*", *LINEAGE, F.array_join(dq.QUARANTINE_REASONS, "; ").alias("_reasons")
-    )
-    store.replace_slice(
-        rejected, store.ref("silver", spec.name + QUARANTINE_SUFFIX), where=where, partition_by=("_batch_date",)
-    )
+    # Replace the batch's quarantine slice (skipped when there is nothing to write and nothing to clear).
+    if counts.quarantined or not store.exists(quarantine) or store.read(quarantine).filter(where).limit(1).count():
+        rejected = checked.filter(dq.is_quarantined()).select(
+            f"{RAW}.*", *LINEAGE, F.array_join(dq.QUARANTINE_REASONS, "; ").alias("_reasons")
+        )
+        store.replace_slice(rejected, quarantine, where=where, partition_by=("_batch_date",))
 
     good = dq.drop_checks(checked.filter(~dq.is_quarantined())).drop(RAW)
-    candidates = good.transform(latest_per_key(spec.keys, spec.recency))
-    if spec.versioned:
-        candidates = candidates.withColumn("prd_end_dt", F.lit(None).cast("date"))
-    stored = store.read(target) if store.exists(target) else None
-    source = merge_source(spec, candidates, stored)
-    if spec.output_expectations:
-        out_checked = source.transform(dq.check(spec.output_expectations))
-        n_out, out_results = dq.count_violations(out_checked, spec.output_expectations)
-        results = [*results, *out_results]
-        dq.raise_if_breached(spec.name, n_out, out_results, _samples(out_checked, spec, out_results))
-    store.merge(source, target, keys=spec.keys, update_when=None if spec.versioned else _newer_sql(spec))
-
-    quarantined = store.read(store.ref("silver", spec.name + QUARANTINE_SUFFIX)).filter(where).count()
-    written = store.read(target).filter(where).count()
-    superseded = _superseded(good, store.read(target), spec)
-    result = SilverTableResult(
-        spec.name, rows_in, written, quarantined, superseded, dq.summary(spec.name, rows_in, results)
-    )
-    metrics = dq.metrics_rows(
-        run_date=run_date,
-        layer="silver",
-        table=spec.name,
-        results=results,
-        rows_in=rows_in,
-        quarantined=quarantined,
-        deduplicated=superseded,
-        written=written,
-        recorded_at=recorded_at,
-    )
-    write_metrics(store, "silver", spec.name, run_date, metrics)
-    if rows_in != written + quarantined + superseded:
+    written = superseded = 0
+    if counts.rows_in > counts.quarantined:
+        candidates = good.transform(latest_per_key(spec.keys, spec.recency))
+        if spec.versioned:
+            candidates = candidates.withColumn("prd_end_dt", F.lit(None).cast("date"))
+        stored = store.read(target) if store.exists(target) else None
+        source = merge_source(spec, candidates, stored)
+        if spec.output_expectations:
+            out_checked = source.transform(dq.check(spec.output_expectations))
+            out = dq.count_violations(out_checked, spec.output_expectations)
+            results = [*results, *out.results]
+            if any(r.breached for r in out.results):
+                record(results, written=0, superseded=0)
+                dq.raise_if_breached(spec.name, out.rows_in, out.results, _samples(out_checked, spec, out.results))
+        store.merge(source, target, keys=spec.keys, update_when=None if spec.versioned else _newer_sql(spec))
+        written = store.read(target).filter(where).count()
+        superseded = _superseded(good, store.read(target), spec)
+    record(results, written=written, superseded=superseded)
+    if counts.rows_in != written + counts.quarantined + superseded:
         raise ConservationError(
-            f"silver {spec.name} batch {run_date}: {rows_in} bronze rows but {written} in silver + {quarantined} "
-            f"quarantined + {superseded} superseded = {written + quarantined + superseded}. A re-delivered batch with "
-            "other rows than before leaves rows of the earlier delivery in silver."
+            f"silver {spec.name} batch {run_date}: {counts.rows_in} bronze rows but {written} in silver + "
+            f"{counts.quarantined} quarantined + {superseded} superseded. A re-delivered batch with other rows "
+            "than before leaves rows of the earlier delivery in silver."
         )
+    result = SilverTableResult(
+        spec.name,
+        counts.rows_in,
+        written,
+        counts.quarantined,
+        superseded,
+        dq.summary(spec.name, counts.rows_in, results),
+    )
     log.info("silver %s", result)
     return result
 
 
 def _superseded(good: DataFrame, stored: DataFrame, spec: SilverTable) -> int:
-    """Rows of the batch that passed the checks but are not the stored version of their key."""
+    """Rows of the batch that passed the checks but whose key holds another (more recent) version.
+
+    A row whose key is not in the table at all is *not* counted: it went missing, and the
+    conservation check must catch it.
+    """
     winners = stored.select(*spec.keys, *[F.col(c).alias(f"_w{c}") for c in LINEAGE])
-    joined = good.select(*spec.keys, *LINEAGE).join(winners, list(spec.keys), "left")
+    joined = good.select(*spec.keys, *LINEAGE).join(winners, list(spec.keys), "inner")
     lost = joined.filter(
-        F.col("_w_batch_date").isNull()
-        | (F.col("_w_batch_date") != F.col("_batch_date"))
-        | (F.col("_w_line_number") != F.col("_line_number"))
+        (F.col("_w_batch_date") != F.col("_batch_date")) | (F.col("_w_line_number") != F.col("_line_number"))
     )
     return lost.count()
 
@@ -166,19 +182,29 @@ def _samples(checked: DataFrame, spec: SilverTable, breached: list[dq.Expectatio
     return out
 
 
-def write_metrics(store: TableStore, layer: str, table: str, run_date: date, rows: list[tuple[object, ...]]) -> None:
+def write_metrics(store: TableStore, layer: str, run_date: date, rows: list[tuple[object, ...]]) -> None:
+    """Replace the run date's slice of ``<layer>.dq_metrics`` for the tables in ``rows``."""
+    if not rows:
+        return
+    tables = sorted({str(r[2]) for r in rows})
     df = store.spark.createDataFrame(rows, dq.METRICS_SCHEMA)
-    where = f"run_date = DATE'{run_date.isoformat()}' AND table_name = '{table}'"
+    in_list = ", ".join(f"'{t}'" for t in tables)
+    where = f"run_date = DATE'{run_date.isoformat()}' AND table_name IN ({in_list})"
     store.replace_slice(df, store.ref(layer, METRICS_TABLE), where=where, partition_by=("run_date",))
 
 
 def run_silver(
     spark: SparkSession, settings: Settings, run_date: date, *, tables: Iterable[str] | None = None
 ) -> list[SilverTableResult]:
+    store = TableStore(spark, settings)
     recorded_at = datetime.now(UTC)
-    results = []
-    for name in tables or SILVER_TABLES:
-        result = run_silver_table(spark, settings, SILVER_TABLES[name], run_date, recorded_at=recorded_at)
-        if result is not None:
-            results.append(result)
+    results: list[SilverTableResult] = []
+    metrics: list[tuple[object, ...]] = []
+    try:
+        for name in tables or SILVER_TABLES:
+            result = run_silver_table(store, SILVER_TABLES[name], run_date, metrics=metrics, recorded_at=recorded_at)
+            if result is not None:
+                results.append(result)
+    finally:
+        write_metrics(store, "silver", run_date, metrics)
     return results

@@ -44,8 +44,6 @@ def test_header_mismatch_exits_1_with_the_message(capsys, tmp_path, engine):
             "bronze",
             "--run-date",
             "2024-01-15",
-            "--tables",
-            "erp_loc_a101",
             "--engine",
             engine.value,
             "--landing-root",

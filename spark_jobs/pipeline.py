@@ -1,0 +1,47 @@
+"""The layers in order, so that the CLI, the benchmark and the tests run the same thing."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import date
+from typing import Any
+
+from pyspark.sql import SparkSession
+
+from spark_jobs.settings import Settings
+
+
+def _bronze(spark: SparkSession, settings: Settings, run_date: date) -> Sequence[Any]:
+    from spark_jobs.bronze.job import run_bronze
+
+    return run_bronze(spark, settings, run_date)
+
+
+def _silver(spark: SparkSession, settings: Settings, run_date: date) -> Sequence[Any]:
+    from spark_jobs.silver.job import run_silver
+
+    return run_silver(spark, settings, run_date)
+
+
+def _gold(spark: SparkSession, settings: Settings, run_date: date) -> Sequence[Any]:
+    from spark_jobs.gold.job import run_gold
+
+    return run_gold(spark, settings, run_date)
+
+
+LayerJob = Callable[[SparkSession, Settings, date], Sequence[Any]]
+LAYER_JOBS: dict[str, LayerJob] = {"bronze": _bronze, "silver": _silver, "gold": _gold}
+
+
+def layers_between(first: str, last: str) -> list[str]:
+    names = list(LAYER_JOBS)
+    if names.index(first) > names.index(last):
+        raise ValueError(f"--from {first} comes after --to {last}")
+    return names[names.index(first) : names.index(last) + 1]
+
+
+def run_layers(
+    spark: SparkSession, settings: Settings, run_date: date, layers: Sequence[str] = tuple(LAYER_JOBS)
+) -> dict[str, Sequence[Any]]:
+    """Run ``layers`` for one batch date; return each layer's per-table results."""
+    return {layer: LAYER_JOBS[layer](spark, settings, run_date) for layer in layers}
