@@ -11,7 +11,7 @@ RUN_DATE ?= 2014-01-29
 DAYS ?= 0
 LANDING := $(or $(LAKEHOUSE_LANDING_ROOT),.lakehouse/landing)
 
-.PHONY: help install data run bronze test test-jvm test-all check lint format clean
+.PHONY: help install data run bronze test test-jvm test-all check lint format clean bench
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -49,3 +49,6 @@ format: install ## apply ruff fixes and formatting
 
 clean: ## remove generated data, tables and caches (not .venv)
 	rm -rf .lakehouse .bench .pytest_cache .mypy_cache .ruff_cache
+
+bench: install ## benchmark: SF1+SF10, incremental day, JVM vs Sail (ARGS="--sf100" adds SF100)
+	$(RUN) python -m bench $(ARGS)

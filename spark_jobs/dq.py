@@ -189,8 +189,14 @@ def summary(table: str, rows_in: int, results: Sequence[ExpectationResult]) -> s
 
 
 def raise_if_breached(
-    table: str, rows_in: int, results: Sequence[ExpectationResult], samples: dict[str, list[str]]
+    table: str,
+    rows_in: int,
+    results: Sequence[ExpectationResult],
+    samples: dict[str, list[str]],
+    *,
+    enforce: bool = True,
 ) -> None:
+    """Raise :class:`DataQualityError` for breached expectations (with ``enforce=False``: log it)."""
     breached = [r for r in results if r.breached]
     if not breached:
         return
@@ -203,6 +209,8 @@ def raise_if_breached(
             f"expectation {e.name!r} [{e.action.value}] failed on {r.violations} of {r.rows_in} rows{limit}: "
             f"{e.description or e.condition}; sample keys: {sample}"
         )
-    raise DataQualityError(
-        f"data quality check failed for {table}: " + " | ".join(parts) + "\n" + summary(table, rows_in, results)
-    )
+    message = f"data quality check failed for {table}: " + " | ".join(parts) + "\n" + summary(table, rows_in, results)
+    if not enforce:
+        log.warning("NOT ENFORCED (LAKEHOUSE_DQ_MODE=report): %s", message)
+        return
+    raise DataQualityError(message)

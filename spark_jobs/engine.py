@@ -17,7 +17,6 @@ import atexit
 import logging
 import os
 import threading
-import warnings
 from typing import TYPE_CHECKING, Any
 
 from spark_jobs.settings import Engine, Settings, SettingsError
@@ -103,9 +102,6 @@ def _sail_address() -> str:
 
 def _connect_session(remote: str, *, local: bool) -> SparkSession:
     from pyspark.sql import SparkSession
-
-    # Bronze numbers the lines of a file with one deliberate un-partitioned window.
-    warnings.filterwarnings("ignore", message="WARN WindowExpression: No Partition Defined")
 
     spark = SparkSession.builder.remote(remote).getOrCreate()
     conf = {**SESSION_CONF, **(LOCAL_CONF if local else {})}

@@ -67,6 +67,7 @@ class Settings:
     schemas: Mapping[str, str] = field(default_factory=lambda: {layer: layer for layer in LAYERS})
     spark_remote: str | None = None
     delta_jars_dir: Path | None = None
+    dq_enforce: bool = True  # False: breached expectations are logged and recorded, but do not fail
 
     @property
     def uses_catalog(self) -> bool:
@@ -95,7 +96,8 @@ class Settings:
         ``DATABRICKS_RUNTIME_VERSION`` is set). ``LAKEHOUSE_ROOT`` / ``LAKEHOUSE_LANDING_ROOT``: local
         folders (default: git-ignored ``.lakehouse/tables`` and ``.lakehouse/landing`` in the repo).
         ``LAKEHOUSE_CATALOG``: Unity Catalog catalog; when set, tables are ``catalog.<layer>.<name>``
-        (schemas renamed with ``LAKEHOUSE_SCHEMA_BRONZE`` etc.).
+        (schemas renamed with ``LAKEHOUSE_SCHEMA_BRONZE`` etc.). ``LAKEHOUSE_DQ_MODE``: enforce
+        (default: breached expectations fail the job) | report (logged and recorded only).
         """
         env = os.environ if environ is None else environ
         on_databricks = "DATABRICKS_RUNTIME_VERSION" in env
@@ -115,6 +117,9 @@ class Settings:
         else:
             default_landing = str(REPO_ROOT / ".lakehouse" / "landing")
             lakehouse_root = Path(env.get("LAKEHOUSE_ROOT") or REPO_ROOT / ".lakehouse" / "tables").resolve()
+        dq_mode = env.get("LAKEHOUSE_DQ_MODE", "enforce").strip().lower()
+        if dq_mode not in ("enforce", "report"):
+            raise SettingsError(f"LAKEHOUSE_DQ_MODE={dq_mode!r} is not one of: enforce, report")
         jars = env.get("LAKEHOUSE_DELTA_JARS")
         return cls(
             env=env.get("LAKEHOUSE_ENV", "local"),
@@ -125,4 +130,5 @@ class Settings:
             schemas=schemas,
             spark_remote=env.get("SPARK_REMOTE") or None,
             delta_jars_dir=Path(jars) if jars else None,
+            dq_enforce=dq_mode == "enforce",
         )

@@ -21,6 +21,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+class TableNotFoundError(LookupError):
+    """A table that a job reads has never been written."""
+
+
 class SchemaMismatchError(ValueError):
     """A DataFrame does not have the schema of the Delta table it is written to."""
 
@@ -68,6 +72,8 @@ class TableStore:
         self._require_delta()
         if table.full_name is not None:
             return self.spark.table(table.full_name)
+        if not self.exists(table):
+            raise TableNotFoundError(f"table {table} does not exist yet: run the layer that writes it first")
         return self.spark.read.format("delta").load(table.path)
 
     def replace_slice(

@@ -24,7 +24,6 @@ from spark_jobs.bronze.parse import (
     SOURCE_FILE,
     Ingestion,
     bronze_records,
-    number_lines,
     parse_csv_lines,
     quarantined_lines,
 )
@@ -68,24 +67,22 @@ class BronzeTableResult:
 def read_lines(spark: SparkSession, info: FileInfo) -> DataFrame:
     """Physical lines of one file as (``_line_number``, ``_raw_line``), blank lines dropped.
 
-    UTF-8 files take the parallel text reader. A file with undecodable bytes (which the embedded
-    engine's text reader refuses) is read as bytes and decoded with U+FFFD replacements, so that
-    its good lines still load and the bad ones are quarantined by :func:`parse_csv_lines`.
+    The file is read as ONE binary row and split on ``\\n``, so line numbers are positions in the
+    file whatever the engine's partitioning: Sail reorders the rows of a parallel text scan (so
+    ``monotonically_increasing_id`` numbering is wrong) and splits even a ``wholetext`` read into
+    byte ranges (both seen with pysail 0.7.2). A trailing ``\\r`` (CRLF) is stripped. Undecodable
+    bytes become U+FFFD, so a file with a few of them still loads and the affected lines are
+    quarantined. Spark limits a binary row, hence one export file, to 2 GB.
     """
-    if info.valid_utf8:
-        # lineSep="\n" and stripping "\r" ourselves: with its default separators Sail's text reader
-        # emits phantom empty lines where a CRLF straddles an internal read boundary, which would
-        # shift every following line number (seen with pysail 0.7.2 on a 3.5 MB CRLF file).
-        text = spark.read.option("lineSep", "\n").text(info.path)
-        lines = text.withColumn("value", F.regexp_replace("value", "\r$", "")).transform(number_lines)
-    else:
+    if not info.valid_utf8:
         log.warning("%s is not valid UTF-8: lines with undecodable bytes will be quarantined", info.path)
-        exploded = (
-            spark.read.format("binaryFile")
-            .load(info.path)
-            .select(F.posexplode(F.split(F.expr("make_valid_utf8(content)"), "\r?\n")).alias("pos", "line"))
-        )
-        lines = exploded.select((F.col("pos") + 1).cast("long").alias(LINE_NUMBER), F.col("line").alias(RAW_LINE))
+    # limit(1): Sail (0.7.2) returns a file larger than ~2 MB once per scan partition, whole each time.
+    binary = spark.read.format("binaryFile").load(info.path).limit(1)
+    content = binary.select(F.expr("make_valid_utf8(content)").alias("text"))
+    lines = content.select(F.posexplode(F.split("text", "\n")).alias("pos", "line")).select(
+        (F.col("pos") + 1).cast("long").alias(LINE_NUMBER),
+        F.regexp_replace("line", "\r$", "").alias(RAW_LINE),
+    )
     return lines.filter(F.col(RAW_LINE) != "")
 
 

@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 
-from pyspark.sql import Column, DataFrame, Window
+from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 LINE_NUMBER = "_line_number"
@@ -39,18 +39,6 @@ class Ingestion:
 # One CSV field: a quoted field (with "" escapes) or anything up to the next comma.
 _FIELD_REGEX = r'(?:^|,)("(?:[^"]|"")*"|[^,]*)'
 _FIELDS = "_fields"
-
-
-def number_lines(lines: DataFrame, *, value_col: str = "value") -> DataFrame:
-    """Number the lines of a text read of ONE file in file order (1-based) as ``_line_number``.
-
-    Text reads keep file order within and across the splits of a single file, which
-    ``monotonically_increasing_id`` encodes; ``row_number`` turns it into dense line numbers.
-    """
-    order = Window.orderBy("_mid")
-    return lines.withColumn("_mid", F.monotonically_increasing_id()).select(
-        F.row_number().over(order).cast("long").alias(LINE_NUMBER), F.col(value_col).alias(RAW_LINE)
-    )
 
 
 def _field(index: int) -> Column:

@@ -130,9 +130,12 @@ class _Gold:
                 ]
                 for r in breached
             }
-            dq.raise_if_breached(f"gold.{name}", counts.rows_in, counts.results, samples)
-        if counts.rows_in:
-            self.store.merge(source, self.store.ref("gold", name), keys=keys)
+            dq.raise_if_breached(
+                f"gold.{name}", counts.rows_in, counts.results, samples, enforce=self.store.settings.dq_enforce
+            )
+        target = self.store.ref("gold", name)
+        if counts.rows_in or not self.store.exists(target):
+            self.store.merge(source, target, keys=keys)
         return GoldTableResult(name, counts.rows_in, text)
 
 

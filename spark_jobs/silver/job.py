@@ -22,9 +22,11 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from spark_jobs import dq
+from spark_jobs.bronze.job import bronze_schema
 from spark_jobs.settings import Settings
 from spark_jobs.silver.tables import SILVER_TABLES, SilverTable
 from spark_jobs.silver.transforms import LINEAGE, RAW, latest_per_key, with_version_end_dates
+from spark_jobs.sources import SOURCES
 from spark_jobs.tables import TableStore
 
 log = logging.getLogger(__name__)
@@ -79,12 +81,13 @@ def merge_source(spec: SilverTable, candidates: DataFrame, stored: DataFrame | N
 
 def run_silver_table(
     store: TableStore, spec: SilverTable, run_date: date, *, metrics: list[tuple[object, ...]], recorded_at: datetime
-) -> SilverTableResult | None:
+) -> SilverTableResult:
     """Process one table's batch; append its dq_metrics rows to ``metrics`` (also when it fails)."""
     bronze_ref = store.ref("bronze", spec.name)
-    if not store.exists(bronze_ref):
-        log.warning("silver %s: no bronze table yet; nothing to do", spec.name)
-        return None
+    if store.exists(bronze_ref):
+        bronze = store.read(bronze_ref)
+    else:  # never delivered so far: an empty batch, so that the silver tables exist for gold
+        bronze = store.spark.createDataFrame([], bronze_schema(SOURCES[spec.name]))
     target = store.ref("silver", spec.name)
     quarantine = store.ref("silver", spec.name + QUARANTINE_SUFFIX)
     where = _batch(run_date)
@@ -104,15 +107,16 @@ def run_silver_table(
         )
         metrics.extend(rows)
 
-    cleaned = store.read(bronze_ref).filter(where).transform(spec.clean(run_date))
+    cleaned = bronze.filter(where).transform(spec.clean(run_date))
     checked = cleaned.transform(dq.check(expectations))
     counts = dq.count_violations(checked, expectations)
     results = counts.results
     log.info("silver expectations\n%s", dq.summary(spec.name, counts.rows_in, results))
     breached = [r for r in results if r.breached]
-    if breached:  # record what was seen, then fail before anything is written
+    if breached and store.settings.dq_enforce:  # record what was seen, then fail before anything is written
         record(results, written=0, superseded=0)
         dq.raise_if_breached(spec.name, counts.rows_in, results, _samples(checked, spec, breached))
+    dq.raise_if_breached(spec.name, counts.rows_in, results, {}, enforce=False)
 
     # Replace the batch's quarantine slice (skipped when there is nothing to write and nothing to clear).
     if counts.quarantined or not store.exists(quarantine) or store.read(quarantine).filter(where).limit(1).count():
@@ -123,7 +127,7 @@ def run_silver_table(
 
     good = dq.drop_checks(checked.filter(~dq.is_quarantined())).drop(RAW)
     written = superseded = 0
-    if counts.rows_in > counts.quarantined:
+    if counts.rows_in > counts.quarantined or not store.exists(target):
         candidates = good.transform(latest_per_key(spec.keys, spec.recency))
         if spec.versioned:
             candidates = candidates.withColumn("prd_end_dt", F.lit(None).cast("date"))
@@ -133,7 +137,7 @@ def run_silver_table(
             out_checked = source.transform(dq.check(spec.output_expectations))
             out = dq.count_violations(out_checked, spec.output_expectations)
             results = [*results, *out.results]
-            if any(r.breached for r in out.results):
+            if any(r.breached for r in out.results):  # integrity (keys, versions): always enforced
                 record(results, written=0, superseded=0)
                 dq.raise_if_breached(spec.name, out.rows_in, out.results, _samples(out_checked, spec, out.results))
         store.merge(source, target, keys=spec.keys, update_when=None if spec.versioned else _newer_sql(spec))
@@ -202,9 +206,9 @@ def run_silver(
     metrics: list[tuple[object, ...]] = []
     try:
         for name in tables or SILVER_TABLES:
-            result = run_silver_table(store, SILVER_TABLES[name], run_date, metrics=metrics, recorded_at=recorded_at)
-            if result is not None:
-                results.append(result)
+            results.append(
+                run_silver_table(store, SILVER_TABLES[name], run_date, metrics=metrics, recorded_at=recorded_at)
+            )
     finally:
         write_metrics(store, "silver", run_date, metrics)
     return results

@@ -1,0 +1,1 @@
+"""Benchmark of the pipeline (``make bench``): prints figures, asserts nothing."""

@@ -1,0 +1,136 @@
+"""``make bench``: time the pipeline on generated data and print a table (no assertions).
+
+Figures, each measured in its own process on this machine in one run:
+* per scale factor: raw rows, floor (read the batch's CSVs and write them once as Delta, same
+  engine), bronze / silver / gold / total seconds, total ÷ floor, rows/s, peak RSS;
+* incremental: one new day on top of 30 days of history vs the same day on empty tables;
+* engines: the same SF1 transforms on classic JVM Spark vs Sail (Parquet output on both: the JVM
+  has no Delta jars offline).
+Results also go to ``.bench/results/<timestamp>.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Any
+
+from spark_jobs.sample_data import DEFAULT_START_DATE, generate
+from spark_jobs.settings import REPO_ROOT
+
+BENCH = REPO_ROOT / ".bench"
+
+
+def _data(scale: float, days: int, seed: int) -> Path:
+    root = BENCH / "data" / f"sf{scale:g}-days{days}-seed{seed}"
+    if not (root / ".complete").exists():
+        shutil.rmtree(root, ignore_errors=True)
+        t0 = time.perf_counter()
+        generate(root, scale=scale, start_date=DEFAULT_START_DATE, days=days, seed=seed)
+        (root / ".complete").write_text("")
+        print(f"  generated SF{scale:g} (+{days} days) in {time.perf_counter() - t0:.1f}s: {root}", flush=True)
+    return root
+
+
+def _raw_rows(landing: Path, day: date) -> int:
+    total = 0
+    for path in (landing / day.isoformat()).rglob("*.csv"):
+        with path.open("rb") as fh:
+            total += max(0, sum(1 for line in fh if line.strip()) - 1)
+    return total
+
+
+def _worker(mode: str, *, engine: str, landing: Path, days: list[date], floor: bool = False) -> dict[str, Any]:
+    tables = BENCH / "tables" / f"{mode}-{engine}-{landing.name}-{len(days)}"
+    shutil.rmtree(tables, ignore_errors=True)
+    cmd = [sys.executable, "-m", "bench.worker", mode, "--engine", engine, "--landing", str(landing),
+           "--tables", str(tables), "--days", ",".join(d.isoformat() for d in days)]  # fmt: skip
+    if floor:
+        cmd.append("--floor")
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO_ROOT, check=False)
+    shutil.rmtree(tables, ignore_errors=True)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+    if proc.returncode != 0 or not lines:
+        raise SystemExit(f"benchmark worker failed ({' '.join(cmd)}):\n{proc.stderr[-3000:]}")
+    return json.loads(lines[-1][len("RESULT ") :])
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(prog="make bench", description=__doc__.splitlines()[0])
+    p.add_argument("--scales", default="1,10", help="comma-separated scale factors (default 1,10)")
+    p.add_argument("--sf100", action="store_true", help="add scale factor 100 (long: ~6M sales lines)")
+    p.add_argument("--incremental-days", type=int, default=30)
+    p.add_argument("--skip-jvm", action="store_true", help="skip the classic JVM Spark comparison")
+    p.add_argument("--seed", type=int, default=42)
+    args = p.parse_args()
+    scales = [float(s) for s in args.scales.split(",")] + ([100.0] if args.sf100 else [])
+    day0 = DEFAULT_START_DATE
+    report: dict[str, Any] = {"started": time.strftime("%Y-%m-%dT%H:%M:%S"), "cpus": os.cpu_count(), "scales": []}
+
+    print("Full pipeline on one history batch (embedded Sail, Delta):", flush=True)
+    for scale in scales:
+        landing = _data(scale, 0, args.seed)
+        r = _worker("pipeline", engine="sail", landing=landing, days=[day0], floor=True)
+        r.update(scale=scale, raw_rows=_raw_rows(landing, day0))
+        r["total_over_floor"] = r["total_s"] / r["floor_s"]
+        r["rows_per_s"] = r["raw_rows"] / r["total_s"]
+        report["scales"].append(r)
+    header = (
+        f"{'SF':>5} {'raw rows':>10} {'floor s':>8} {'bronze s':>9} {'silver s':>9} {'gold s':>7} {'total s':>8} "
+        f"{'tot/floor':>9} {'rows/s':>9} {'peak MB':>8}"
+    )
+    print(header)
+    for r in report["scales"]:
+        print(f"{r['scale']:>5g} {r['raw_rows']:>10} {r['floor_s']:>8.2f} {r['bronze_s']:>9.2f} {r['silver_s']:>9.2f} "
+              f"{r['gold_s']:>7.2f} {r['total_s']:>8.2f} {r['total_over_floor']:>9.2f} {r['rows_per_s']:>9.0f} "
+              f"{r['peak_rss_mb']:>8.0f}")  # fmt: skip
+
+    n = args.incremental_days
+    landing = _data(1, n, args.seed)
+    days = [day0 + timedelta(days=i) for i in range(n + 1)]
+    print(f"\nIncremental (SF1): day {days[-1]} after the history batch and {n - 1} daily ones, vs alone:", flush=True)
+    on_top = _worker("pipeline", engine="sail", landing=landing, days=days)
+    alone = _worker("pipeline", engine="sail", landing=landing, days=[days[-1]])
+    report["incremental"] = {"on_top": on_top, "alone": alone, "ratio": on_top["total_s"] / alone["total_s"]}
+    print(f"  on top of history: {on_top['total_s']:.2f}s   alone: {alone['total_s']:.2f}s   "
+          f"ratio: {report['incremental']['ratio']:.2f}")  # fmt: skip
+
+    sail_vs_jvm = None
+    if not args.skip_jvm:
+        landing = _data(1, 0, args.seed)
+        print("\nEngines (SF1, same transforms, Parquet output on both: no Delta jars for the JVM here):", flush=True)
+        sail = _worker("transforms", engine="sail", landing=landing, days=[day0])
+        jvm = _worker("transforms", engine="spark", landing=landing, days=[day0])
+        sail_vs_jvm = jvm["total_s"] / sail["total_s"]
+        report["engines"] = {"sail": sail, "jvm": jvm, "jvm_over_sail": sail_vs_jvm}
+        print(
+            f"  Sail: {sail['total_s']:.2f}s ({sail['peak_rss_mb']:.0f} MB)   classic Spark local[*]: "
+            f"{jvm['total_s']:.2f}s (Python driver {jvm['peak_rss_mb']:.0f} MB; the JVM is a child process)   "
+            f"JVM/Sail: {sail_vs_jvm:.1f}x"
+        )  # fmt: skip
+
+    out = BENCH / "results"
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"{time.strftime('%Y%m%d-%H%M%S')}.json"
+    path.write_text(json.dumps(report, indent=2))
+    print(f"\nresults: {path}")
+    sf1 = next((r for r in report["scales"] if r["scale"] == 1), report["scales"][0])
+    sf10 = next((r for r in report["scales"] if r["scale"] == 10), None)
+    print(
+        f"bench: total/floor={sf1['total_over_floor']:.2f} incremental={report['incremental']['ratio']:.2f} "
+        f"sf10_total_s={sf10['total_s'] if sf10 else float('nan'):.2f} "
+        f"sail_vs_jvm={sail_vs_jvm if sail_vs_jvm is not None else float('nan'):.2f} "
+        f"peak_rss_mb={max(r['peak_rss_mb'] for r in report['scales']):.0f}"
+    )
+
+
+if __name__ == "__main__":
+    main()

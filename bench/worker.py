@@ -1,0 +1,140 @@
+"""One measurement in its own process (so that peak RSS belongs to it); prints one JSON line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import shutil
+import time
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+
+from spark_jobs.engine import get_spark, supports_delta
+from spark_jobs.pipeline import run_layers
+from spark_jobs.settings import Settings
+from spark_jobs.sources import SOURCES
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _files(landing: Path, day: date) -> list[tuple[str, Path]]:
+    out = []
+    for name, source in SOURCES.items():
+        path = landing / day.isoformat() / source.system / source.file_name
+        if path.exists():
+            out.append((name, path))
+    return out
+
+
+def floor(spark: Any, landing: Path, day: date, scratch: Path, fmt: str) -> float:
+    """Read every CSV of the batch with the engine's CSV reader and write it once."""
+    t0 = time.perf_counter()
+    for name, path in _files(landing, day):
+        df = spark.read.option("header", True).csv(str(path))
+        df.write.format(fmt).mode("overwrite").save(str(scratch / name))
+    return time.perf_counter() - t0
+
+
+def pipeline(args: argparse.Namespace) -> dict[str, Any]:
+    landing, tables = Path(args.landing), Path(args.tables)
+    # report mode: a day processed alone on empty tables has facts without dimensions, which the
+    # enforced linkage thresholds would (rightly) refuse; the benchmark measures cost, not quality.
+    settings = Settings.from_env(
+        {
+            "LAKEHOUSE_ENGINE": args.engine,
+            "LAKEHOUSE_LANDING_ROOT": str(landing),
+            "LAKEHOUSE_ROOT": str(tables),
+            "LAKEHOUSE_DQ_MODE": "report",
+        }
+    )
+    spark = get_spark(settings)
+    spark.range(10).count()  # warm-up: session and connection
+    days = [date.fromisoformat(d) for d in args.days.split(",")]
+    setup = days[:-1]
+    measured = days[-1]
+    for day in setup:  # history / earlier days, not timed
+        run_layers(spark, settings, day)
+    result: dict[str, Any] = {"engine": args.engine, "day": measured.isoformat(), "setup_days": len(setup)}
+    if args.floor:
+        scratch = tables.parent / (tables.name + "-floor")
+        result["floor_s"] = floor(spark, landing, measured, scratch, "delta")
+        shutil.rmtree(scratch, ignore_errors=True)
+    for layer in ("bronze", "silver", "gold"):
+        t0 = time.perf_counter()
+        run_layers(spark, settings, measured, [layer])
+        result[f"{layer}_s"] = time.perf_counter() - t0
+    result["total_s"] = result["bronze_s"] + result["silver_s"] + result["gold_s"]
+    result["peak_rss_mb"] = _peak_rss_mb()
+    return result
+
+
+def transforms_only(args: argparse.Namespace) -> dict[str, Any]:
+    """The same transforms on any engine, written as Parquet (classic Spark has no Delta offline)."""
+    from spark_jobs import dq
+    from spark_jobs.bronze.job import ingest_file
+    from spark_jobs.gold import transforms as g
+    from spark_jobs.landing import inspect_file
+    from spark_jobs.silver.tables import SILVER_TABLES
+    from spark_jobs.silver.transforms import latest_per_key, with_version_end_dates
+
+    landing, out = Path(args.landing), Path(args.tables)
+    settings = Settings.from_env({"LAKEHOUSE_ENGINE": args.engine, "LAKEHOUSE_ROOT": str(out)})
+    spark = get_spark(settings)
+    spark.range(10).count()
+    day = date.fromisoformat(args.days.split(",")[-1])
+    t0 = time.perf_counter()
+    for name, path in _files(landing, day):
+        records, rejects = ingest_file(
+            spark, source=SOURCES[name], info=inspect_file(str(path)), batch_date=day, ingested_at=datetime.now(UTC)
+        )
+        records.write.mode("overwrite").parquet(str(out / "bronze" / name))
+        rejects.write.mode("overwrite").parquet(str(out / "bronze" / f"{name}_quarantine"))
+    silver = {}
+    for name, spec in SILVER_TABLES.items():
+        exps = spec.expectations(day)
+        checked = spark.read.parquet(str(out / "bronze" / name)).transform(spec.clean(day)).transform(dq.check(exps))
+        dq.count_violations(checked, exps)
+        good = dq.drop_checks(checked.filter(~dq.is_quarantined())).drop("_raw")
+        latest = good.transform(latest_per_key(spec.keys, spec.recency))
+        if spec.versioned:
+            latest = latest.transform(with_version_end_dates)
+        latest.write.mode("overwrite").parquet(str(out / "silver" / name))
+        silver[name] = spark.read.parquet(str(out / "silver" / name))
+    customers = g.build_dim_customers(silver["crm_cust_info"], silver["erp_cust_az12"], silver["erp_loc_a101"])
+    customers.write.mode("overwrite").parquet(str(out / "gold" / "dim_customers"))
+    products = g.build_dim_products(silver["crm_prd_info"], silver["erp_px_cat_g1v2"])
+    products.write.mode("overwrite").parquet(str(out / "gold" / "dim_products"))
+    facts = g.build_fact_sales(
+        silver["crm_sales_details"],
+        spark.read.parquet(str(out / "gold" / "dim_products")),
+        spark.read.parquet(str(out / "gold" / "dim_customers")),
+    )
+    facts.write.mode("overwrite").parquet(str(out / "gold" / "fact_sales"))
+    return {
+        "engine": args.engine,
+        "format": "parquet",
+        "engine_has_delta": supports_delta(spark),
+        "total_s": time.perf_counter() - t0,
+        "peak_rss_mb": _peak_rss_mb(),
+    }
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("mode", choices=["pipeline", "transforms"])
+    p.add_argument("--engine", default="sail")
+    p.add_argument("--landing", required=True)
+    p.add_argument("--tables", required=True)
+    p.add_argument("--days", required=True, help="comma-separated batch dates; the last one is measured")
+    p.add_argument("--floor", action="store_true")
+    args = p.parse_args()
+    result = pipeline(args) if args.mode == "pipeline" else transforms_only(args)
+    print("RESULT " + json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
