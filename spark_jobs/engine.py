@@ -16,13 +16,15 @@ from __future__ import annotations
 import atexit
 import logging
 import os
+import shutil
+import tempfile
 import threading
 from typing import TYPE_CHECKING, Any
 
 from spark_jobs.settings import Engine, Settings, SettingsError
 
 if TYPE_CHECKING:
-    from pyspark.sql import SparkSession
+    from pyspark.sql import DataFrame, SparkSession
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +54,20 @@ def get_spark(settings: Settings) -> SparkSession:
             raise SettingsError("LAKEHOUSE_ENGINE=connect needs SPARK_REMOTE (e.g. sc://host:15002)")
         return _connect_session(settings.spark_remote, local=False)
     return _classic_session(settings)
+
+
+def materialize(df: DataFrame) -> DataFrame:
+    """Compute ``df`` once and return a DataFrame over the result, for plans used several times.
+
+    Neither Sail nor Spark Connect caches (``persist`` is a no-op on Sail), so without this every
+    action recomputes the whole plan from the source files. Engines that refuse
+    ``localCheckpoint`` (some serverless runtimes) fall back to recomputing.
+    """
+    try:
+        return df.localCheckpoint(eager=True)
+    except Exception as exc:
+        log.debug("localCheckpoint unavailable (%s); the plan will be recomputed", exc)
+        return df
 
 
 def supports_delta(spark: SparkSession) -> bool:
@@ -85,6 +101,11 @@ def _sail_address() -> str:
         if _sail_server is None or not _sail_server.running:
             # Sail logs every session at INFO (and task aborts at exit at WARN) unless told otherwise.
             os.environ.setdefault("RUST_LOG", "warn,sail_common::actor=error")
+            # localCheckpoint() (see materialize) needs a folder; one per process, removed at exit.
+            if "SAIL_EXECUTION__CHECKPOINT__PATH" not in os.environ:
+                folder = tempfile.mkdtemp(prefix="lakehouse-sail-checkpoints-")
+                atexit.register(shutil.rmtree, folder, ignore_errors=True)
+                os.environ["SAIL_EXECUTION__CHECKPOINT__PATH"] = folder
             try:
                 from pysail.spark import SparkConnectServer
             except ImportError as exc:  # pragma: no cover - depends on install

@@ -83,15 +83,20 @@ class TableStore:
         *,
         where: str,
         partition_by: tuple[str, ...] = (),
+        known_empty: bool = False,
     ) -> None:
         """Overwrite the rows of ``table`` matching ``where`` with ``df`` (create the table if new).
 
         ``df`` must have exactly the table's schema: Sail silently casts or drops columns on write,
-        so the check happens here, before anything is written.
+        so the check happens here, before anything is written. ``known_empty``: the caller knows
+        ``df`` has no rows, so the write is skipped when the slice is already empty.
         """
         self._require_delta()
         writer_df = df
-        if self.exists(table):
+        exists = self.exists(table)
+        if known_empty and exists and self.read(table).filter(where).limit(1).count() == 0:
+            return
+        if exists:
             assert_schema(df, self.read(table).schema, what=f"table {table}")
             writer = writer_df.write.format("delta").mode("overwrite").option("replaceWhere", where)
         else:

@@ -27,6 +27,7 @@ from spark_jobs.bronze.parse import (
     parse_csv_lines,
     quarantined_lines,
 )
+from spark_jobs.engine import materialize
 from spark_jobs.landing import FileInfo, find_source_file, header_positions, inspect_file
 from spark_jobs.settings import Settings
 from spark_jobs.sources import SOURCES, Source
@@ -86,17 +87,31 @@ def read_lines(spark: SparkSession, info: FileInfo) -> DataFrame:
     return lines.filter(F.col(RAW_LINE) != "")
 
 
+@dataclass(frozen=True)
+class IngestedFile:
+    records: DataFrame  # bronze table schema
+    rejects: DataFrame  # quarantine schema
+    n_records: int
+    n_rejects: int
+
+
 def ingest_file(
     spark: SparkSession, *, source: Source, info: FileInfo, batch_date: date, ingested_at: datetime
-) -> tuple[DataFrame, DataFrame]:
-    """(records, quarantined lines) of one delivered file, both in the bronze table schemas."""
+) -> IngestedFile:
+    """Records and quarantined lines of one delivered file, with their counts (one parse)."""
     meta = Ingestion(info.path, batch_date, ingested_at)
     if info.header is None:  # empty file: an empty batch
-        return spark.createDataFrame([], bronze_schema(source)), spark.createDataFrame([], QUARANTINE_SCHEMA)
+        empty = spark.createDataFrame([], bronze_schema(source)), spark.createDataFrame([], QUARANTINE_SCHEMA)
+        return IngestedFile(*empty, 0, 0)
     file_columns = header_positions(source, info)
     parsed = read_lines(spark, info).filter(F.col(LINE_NUMBER) > 1).transform(parse_csv_lines(len(file_columns)))
+    parsed = materialize(parsed)
+    counts = parsed.agg(
+        F.count_if(F.col(REASON).isNull()).alias("ok"), F.count_if(F.col(REASON).isNotNull()).alias("bad")
+    )
+    ok, bad = counts.first() or (0, 0)
     records = parsed.transform(bronze_records(file_columns, meta)).select(*bronze_schema(source).fieldNames())
-    return records, parsed.transform(quarantined_lines(meta))
+    return IngestedFile(records, parsed.transform(quarantined_lines(meta)), int(ok or 0), int(bad or 0))
 
 
 def run_bronze(
@@ -120,14 +135,17 @@ def run_bronze(
             results.append(BronzeTableResult(name, "missing"))
             continue
         info = inspect_file(path)
-        records, rejects = ingest_file(spark, source=source, info=info, batch_date=batch_date, ingested_at=ingested_at)
-        target = store.ref("bronze", name)
-        quarantine = store.ref("bronze", name + QUARANTINE_SUFFIX)
-        store.replace_slice(records, target, where=where, partition_by=(BATCH_DATE,))
-        store.replace_slice(rejects, quarantine, where=where, partition_by=(BATCH_DATE,))
-        n_records = store.read(target).filter(where).count()
-        n_rejects = store.read(quarantine).filter(where).count()
-        result = BronzeTableResult(name, "loaded" if info.header else "empty", path, n_records, n_rejects)
+        ingested = ingest_file(spark, source=source, info=info, batch_date=batch_date, ingested_at=ingested_at)
+        store.replace_slice(ingested.records, store.ref("bronze", name), where=where, partition_by=(BATCH_DATE,))
+        store.replace_slice(
+            ingested.rejects,
+            store.ref("bronze", name + QUARANTINE_SUFFIX),
+            where=where,
+            partition_by=(BATCH_DATE,),
+            known_empty=ingested.n_rejects == 0,
+        )
+        status = "loaded" if info.header else "empty"
+        result = BronzeTableResult(name, status, path, ingested.n_records, ingested.n_rejects)
         log.info("bronze %s", result)
         results.append(result)
     return results

@@ -21,6 +21,7 @@ from pyspark.sql import functions as F
 
 from spark_jobs import dq
 from spark_jobs.dq import Action, Expectation
+from spark_jobs.engine import materialize
 from spark_jobs.gold import transforms as g
 from spark_jobs.settings import Settings
 from spark_jobs.silver.job import write_metrics
@@ -105,6 +106,7 @@ class _Gold:
     def merge(
         self, name: str, source: DataFrame, keys: tuple[str, ...], expectations: tuple[Expectation, ...]
     ) -> GoldTableResult:
+        source = materialize(source)  # built once, then checked and merged
         checked = source.transform(dq.check(expectations))
         counts = dq.count_violations(checked, expectations)
         text = dq.summary(f"gold.{name}", counts.rows_in, counts.results)
@@ -180,12 +182,15 @@ def _build(job: _Gold, run_date: date) -> list[GoldTableResult]:
         job.merge("dim_products", g.build_dim_products(versions, cats), ("product_key",), DIM_PRODUCTS_EXPECTATIONS)
     )
 
-    touched_ids = touched_customers.select(F.col("cst_id").alias("sls_cust_id"))
+    # Lines taken from this batch, plus the lines of touched products (their version may change)
+    # and customers (their link may appear): one pass over sales with two small lookups.
+    by_product = touched_keys.select(F.col("prd_key").alias("sls_prd_key"), F.lit(True).alias("_by_product"))
+    by_customer = touched_customers.select(F.col("cst_id").alias("sls_cust_id"), F.lit(True).alias("_by_customer"))
     lines = (
-        sales.filter(batch)
-        .unionByName(sales.join(touched_keys.withColumnRenamed("prd_key", "sls_prd_key"), "sls_prd_key", "left_semi"))
-        .unionByName(sales.join(touched_ids, "sls_cust_id", "left_semi"))
-        .dropDuplicates(["sls_ord_num", "sls_prd_key"])
+        sales.join(by_product, "sls_prd_key", "left")
+        .join(by_customer, "sls_cust_id", "left")
+        .filter(F.expr(batch) | F.col("_by_product").isNotNull() | F.col("_by_customer").isNotNull())
+        .drop("_by_product", "_by_customer")
     )
     products = job.gold("dim_products").join(
         lines.select(F.col("sls_prd_key").alias("product_number")).distinct(), "product_number", "left_semi"

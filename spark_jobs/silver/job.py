@@ -23,6 +23,7 @@ from pyspark.sql import functions as F
 
 from spark_jobs import dq
 from spark_jobs.bronze.job import bronze_schema
+from spark_jobs.engine import materialize
 from spark_jobs.settings import Settings
 from spark_jobs.silver.tables import SILVER_TABLES, SilverTable
 from spark_jobs.silver.transforms import LINEAGE, RAW, latest_per_key, with_version_end_dates
@@ -108,7 +109,7 @@ def run_silver_table(
         metrics.extend(rows)
 
     cleaned = bronze.filter(where).transform(spec.clean(run_date))
-    checked = cleaned.transform(dq.check(expectations))
+    checked = materialize(cleaned.transform(dq.check(expectations)))
     counts = dq.count_violations(checked, expectations)
     results = counts.results
     log.info("silver expectations\n%s", dq.summary(spec.name, counts.rows_in, results))
@@ -118,12 +119,12 @@ def run_silver_table(
         dq.raise_if_breached(spec.name, counts.rows_in, results, _samples(checked, spec, breached))
     dq.raise_if_breached(spec.name, counts.rows_in, results, {}, enforce=False)
 
-    # Replace the batch's quarantine slice (skipped when there is nothing to write and nothing to clear).
-    if counts.quarantined or not store.exists(quarantine) or store.read(quarantine).filter(where).limit(1).count():
-        rejected = checked.filter(dq.is_quarantined()).select(
-            f"{RAW}.*", *LINEAGE, F.array_join(dq.QUARANTINE_REASONS, "; ").alias("_reasons")
-        )
-        store.replace_slice(rejected, quarantine, where=where, partition_by=("_batch_date",))
+    rejected = checked.filter(dq.is_quarantined()).select(
+        f"{RAW}.*", *LINEAGE, F.array_join(dq.QUARANTINE_REASONS, "; ").alias("_reasons")
+    )
+    store.replace_slice(
+        rejected, quarantine, where=where, partition_by=("_batch_date",), known_empty=counts.quarantined == 0
+    )
 
     good = dq.drop_checks(checked.filter(~dq.is_quarantined())).drop(RAW)
     written = superseded = 0
@@ -132,7 +133,7 @@ def run_silver_table(
         if spec.versioned:
             candidates = candidates.withColumn("prd_end_dt", F.lit(None).cast("date"))
         stored = store.read(target) if store.exists(target) else None
-        source = merge_source(spec, candidates, stored)
+        source = materialize(merge_source(spec, candidates, stored))
         if spec.output_expectations:
             out_checked = source.transform(dq.check(spec.output_expectations))
             out = dq.count_violations(out_checked, spec.output_expectations)
