@@ -161,11 +161,19 @@ def clean_erp_px_cat_g1v2(bronze: DataFrame) -> DataFrame:
 
 
 def latest_per_key(keys: tuple[str, ...], recency: tuple[str, ...]) -> Callable[[DataFrame], DataFrame]:
-    """Keep the most recent row per key (``recency``: SQL expressions, newest first when descending)."""
+    """Keep the most recent row per key (``recency``: SQL expressions, greatest = newest).
+
+    Duplicates are rare, so only the rows whose key occurs more than once go through the ranking
+    window (a window over every row costs ~5x a grouping on the embedded engine).
+    """
 
     def transform(df: DataFrame) -> DataFrame:
+        dup_keys = df.groupBy(*keys).count().filter(F.col("count") > 1).select(*keys)
+        unique_rows = df.join(dup_keys, list(keys), "left_anti")
         order = [F.expr(r.format(a="")).desc_nulls_last() for r in recency]
         rank = F.row_number().over(Window.partitionBy(*keys).orderBy(*order))
-        return df.withColumn("_rank", rank).filter(F.col("_rank") == 1).drop("_rank")
+        ranked = df.join(dup_keys, list(keys), "left_semi").withColumn("_rank", rank)
+        latest = ranked.filter(F.col("_rank") == 1).drop("_rank")
+        return unique_rows.unionByName(latest).select(*df.columns)
 
     return transform
