@@ -88,11 +88,11 @@ def transforms_only(args: argparse.Namespace) -> dict[str, Any]:
     day = date.fromisoformat(args.days.split(",")[-1])
     t0 = time.perf_counter()
     for name, path in _files(landing, day):
-        records, rejects = ingest_file(
+        ingested = ingest_file(
             spark, source=SOURCES[name], info=inspect_file(str(path)), batch_date=day, ingested_at=datetime.now(UTC)
         )
-        records.write.mode("overwrite").parquet(str(out / "bronze" / name))
-        rejects.write.mode("overwrite").parquet(str(out / "bronze" / f"{name}_quarantine"))
+        ingested.records.write.mode("overwrite").parquet(str(out / "bronze" / name))
+        ingested.rejects.write.mode("overwrite").parquet(str(out / "bronze" / f"{name}_quarantine"))
     silver = {}
     for name, spec in SILVER_TABLES.items():
         exps = spec.expectations(day)

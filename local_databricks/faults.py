@@ -1,0 +1,46 @@
+"""Fault injection rules, set per request path or per task, for tests and demos.
+
+HTTP rules: ``{"path": "/api/2.2/jobs/runs/get", "action": "status", "status": 429, "times": 2}``;
+``"action": "drop"`` closes the connection without an answer; ``"action": "delay", "seconds": 3``.
+Task rules: ``{"task": "silver", "action": "fail", "times": 1, "message": "..."}`` fails the task
+(matching task key or run name) before it starts; ``"action": "hang"`` keeps it running until it
+is cancelled or times out. ``times`` = -1 means always.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class FaultRules:
+    rules: list[dict[str, Any]] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def replace(self, rules: list[dict[str, Any]]) -> None:
+        for rule in rules:
+            if rule.get("action") not in {"status", "drop", "delay", "fail", "hang"}:
+                raise ValueError(f"unknown fault action in {rule}")
+            if "path" not in rule and "task" not in rule:
+                raise ValueError(f"a fault rule needs 'path' or 'task': {rule}")
+        with self._lock:
+            self.rules = [{"times": 1, **r} for r in rules]
+
+    def _take(self, predicate: Any) -> dict[str, Any] | None:
+        with self._lock:
+            for rule in self.rules:
+                if rule["times"] != 0 and predicate(rule):
+                    if rule["times"] > 0:
+                        rule["times"] -= 1
+                    return dict(rule)
+        return None
+
+    def for_request(self, method: str, path: str) -> dict[str, Any] | None:
+        return self._take(
+            lambda r: "path" in r and path.startswith(r["path"]) and r.get("method", method).upper() == method
+        )
+
+    def for_task(self, task_key: str, run_name: str) -> dict[str, Any] | None:
+        return self._take(lambda r: "task" in r and (r["task"] in task_key or r["task"] in run_name))

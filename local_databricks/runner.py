@@ -1,0 +1,220 @@
+"""Executes submitted runs: each task in a subprocess, tasks in order, runs up to a concurrency limit."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from local_databricks.faults import FaultRules
+from local_databricks.store import RunStore, now_ms
+
+log = logging.getLogger(__name__)
+
+_ENTRY_POINT_LOADER = (
+    "import sys\n"
+    "from importlib.metadata import entry_points\n"
+    "package, name = sys.argv[1], sys.argv[2]\n"
+    "found = [e for e in entry_points(group='console_scripts', name=name)\n"
+    "         if e.dist is None or e.dist.name.replace('_', '-').lower() == package.replace('_', '-').lower()]\n"
+    "if not found:\n"
+    "    sys.exit(f'no console_scripts entry point {name!r} in package {package!r}')\n"
+    "sys.argv = [name, *sys.argv[3:]]\n"
+    "result = found[0].load()()\n"
+    "sys.exit(result if isinstance(result, int) else 0)\n"
+)
+
+
+class TaskSpecError(ValueError):
+    """A task the local service cannot run (Databricks would answer 400)."""
+
+
+def task_command(task: dict[str, Any], *, workdir: Path) -> list[str]:
+    """The command line that runs one Databricks task locally."""
+    if "python_wheel_task" in task:
+        wheel = task["python_wheel_task"]
+        params = list(wheel.get("parameters") or [])
+        params += [f"--{k}={v}" for k, v in (wheel.get("named_parameters") or {}).items()]
+        return [sys.executable, "-c", _ENTRY_POINT_LOADER, wheel["package_name"], wheel["entry_point"], *params]
+    if "spark_python_task" in task:
+        spec = task["spark_python_task"]
+        path = Path(spec["python_file"].removeprefix("file:"))
+        if not path.is_absolute():
+            path = workdir / path
+        return [sys.executable, str(path), *(spec.get("parameters") or [])]
+    raise TaskSpecError(f"task {task.get('task_key')!r}: only python_wheel_task and spark_python_task run locally")
+
+
+def _error_from_log(text: str) -> tuple[str, str]:
+    lines = [ln for ln in text.splitlines() if ln.strip()]
+    trace = "\n".join(lines[-60:])
+    for line in reversed(lines):
+        if line.startswith("error: ") or "Error:" in line or "Exception:" in line:
+            return line.strip(), trace
+    return (lines[-1].strip() if lines else "task failed without output"), trace
+
+
+class Runner:
+    def __init__(
+        self,
+        store: RunStore,
+        faults: FaultRules,
+        *,
+        max_concurrent_runs: int,
+        workdir: Path,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        self.store = store
+        self.faults = faults
+        self.workdir = workdir
+        self.env = env
+        self._pool = ThreadPoolExecutor(max_workers=max_concurrent_runs, thread_name_prefix="run")
+        self._procs: dict[int, tuple[int, subprocess.Popen[bytes]]] = {}  # task run id → (run id, process)
+        self._cancelled: set[int] = set()
+        self._stopping = False  # service shutting down: runs in flight are left as they are in the store
+        self._lock = threading.Lock()
+
+    def submit(self, run_id: int) -> None:
+        self._pool.submit(self._execute, run_id)
+
+    def cancel(self, run_id: int) -> None:
+        run = self.store.run(run_id)
+        if run is None or run["life_cycle_state"] not in ("PENDING", "QUEUED", "RUNNING"):
+            return
+        with self._lock:
+            self._cancelled.add(run_id)
+            procs = [proc for owner, proc in self._procs.values() if owner == run_id]
+        for proc in procs:
+            _terminate(proc)
+        if run["life_cycle_state"] in ("PENDING", "QUEUED"):
+            self._finish(run_id, "CANCELED", "Run cancelled before it started")
+
+    def shutdown(self) -> None:
+        """Stop like a crashed service would: kill task processes, record nothing more."""
+        self._stopping = True
+        with self._lock:
+            procs = [proc for _, proc in self._procs.values()]
+        for proc in procs:
+            _terminate(proc)
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def _finish(self, run_id: int, result: str, message: str, *, life_cycle: str = "TERMINATED") -> None:
+        self.store.update_run(run_id, life_cycle_state="TERMINATING", state_message=message)
+        for task in self.store.tasks(run_id):
+            if task["life_cycle_state"] in ("PENDING", "QUEUED"):
+                self.store.update_task(
+                    task["run_id"],
+                    life_cycle_state="SKIPPED",
+                    result_state="CANCELED" if result == "CANCELED" else None,
+                    state_message="Upstream task did not succeed",
+                )
+        self.store.update_run(
+            run_id, life_cycle_state=life_cycle, result_state=result, state_message=message, end_time=now_ms()
+        )
+
+    def _execute(self, run_id: int) -> None:
+        if self._stopping:
+            return
+        try:
+            self._execute_run(run_id)
+        except Exception as exc:
+            log.exception("run %s: internal error", run_id)
+            self._finish(run_id, "FAILED", f"Local Jobs API internal error: {exc}", life_cycle="INTERNAL_ERROR")
+
+    def _execute_run(self, run_id: int) -> None:
+        run = self.store.run(run_id)
+        if run is None or run_id in self._cancelled or run["life_cycle_state"] != "PENDING":
+            return
+        payload = json.loads(run["payload"])
+        deadline = time.monotonic() + payload["timeout_seconds"] if payload.get("timeout_seconds") else None
+        self.store.update_run(run_id, life_cycle_state="RUNNING", state_message="", start_time=now_ms())
+        for task in self.store.tasks(run_id):
+            outcome = self._run_task(run_id, run["run_name"], task, deadline)
+            if self._stopping:
+                return
+            if outcome != "SUCCESS":
+                message = {
+                    "FAILED": f"Task {task['task_key']} failed with message: see get-output for run {task['run_id']}",
+                    "TIMEDOUT": f"Task {task['task_key']} timed out",
+                    "CANCELED": "Run cancelled",
+                }[outcome]
+                self._finish(run_id, outcome, message)
+                return
+        self._finish(run_id, "SUCCESS", "")
+
+    def _run_task(self, run_id: int, run_name: str, task: Any, deadline: float | None) -> str:
+        spec = json.loads(task["spec"])
+        task_run_id = task["run_id"]
+        log_path = Path(task["log_path"])
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        self.store.update_task(task_run_id, life_cycle_state="RUNNING", start_time=now_ms())
+        fault = self.faults.for_task(task["task_key"], run_name)
+        if fault and fault["action"] == "fail":
+            message = fault.get("message", "injected failure")
+            log_path.write_text(f"Traceback (most recent call last):\nRuntimeError: {message}\n")
+            return self._end_task(task_run_id, "FAILED", f"RuntimeError: {message}", log_path.read_text())
+        if spec.get("timeout_seconds"):
+            task_deadline = time.monotonic() + spec["timeout_seconds"]
+            deadline = min(deadline, task_deadline) if deadline else task_deadline
+        if fault and fault["action"] == "hang":
+            cmd = [sys.executable, "-c", "import time\nprint('injected hang', flush=True)\nwhile True: time.sleep(1)"]
+        else:
+            cmd = task_command(spec, workdir=self.workdir)
+        env = {**(self.env or os.environ), "DATABRICKS_JOB_RUN_ID": str(run_id), "PYTHONUNBUFFERED": "1"}
+        with log_path.open("wb") as out:
+            out.write(f"$ {' '.join([*cmd[:2], '...', *cmd[-4:]])}\n".encode())
+            out.flush()
+            proc = subprocess.Popen(
+                cmd, stdout=out, stderr=subprocess.STDOUT, cwd=self.workdir, env=env, start_new_session=True
+            )
+            with self._lock:
+                self._procs[task_run_id] = (run_id, proc)
+            try:
+                while proc.poll() is None:
+                    if run_id in self._cancelled:
+                        _terminate(proc)
+                        return self._end_task(task_run_id, "CANCELED", "Run cancelled", "")
+                    if deadline and time.monotonic() > deadline:
+                        _terminate(proc)
+                        return self._end_task(task_run_id, "TIMEDOUT", "Task timed out", "")
+                    time.sleep(0.2)
+            finally:
+                with self._lock:
+                    self._procs.pop(task_run_id, None)
+        text = log_path.read_text(errors="replace")
+        if run_id in self._cancelled:
+            return self._end_task(task_run_id, "CANCELED", "Run cancelled", "")
+        if proc.returncode == 0:
+            return self._end_task(task_run_id, "SUCCESS", "", "")
+        error, trace = _error_from_log(text)
+        return self._end_task(task_run_id, "FAILED", error, trace)
+
+    def _end_task(self, task_run_id: int, result: str, error: str, trace: str) -> str:
+        self.store.update_task(
+            task_run_id,
+            life_cycle_state="TERMINATED",
+            result_state=result,
+            state_message=error,
+            end_time=now_ms(),
+            error=error if result == "FAILED" else None,
+            error_trace=trace if result == "FAILED" else None,
+        )
+        return result
+
+
+def _terminate(proc: subprocess.Popen[bytes]) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=10)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)

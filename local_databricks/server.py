@@ -1,0 +1,378 @@
+"""HTTP server: the subset of the Databricks Jobs API that ``DatabricksHook`` uses for submitted runs.
+
+Endpoints (``/api/2.1/...`` and ``/api/2.2/...``): ``POST jobs/runs/submit``, ``GET jobs/runs/get``,
+``GET jobs/runs/get-output``, ``POST jobs/runs/cancel``, ``GET jobs/runs/list``. GET parameters come
+from the query string or, as the provider's deferrable trigger sends them, from a JSON body.
+``GET /runs/<run_id>`` is the run page (state and task logs). ``PUT /local/faults`` sets fault
+rules (see ``faults.py``). Every API call needs ``Authorization: Bearer <token>``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import html
+import json
+import logging
+import re
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from local_databricks.faults import FaultRules
+from local_databricks.runner import Runner, TaskSpecError
+from local_databricks.store import ACTIVE, RunStore
+
+log = logging.getLogger("local_databricks")
+DEFAULT_TOKEN = "local-dev-token"
+_API = re.compile(r"^/api/2\.[12]/jobs/runs/(submit|get|get-output|cancel|list)$")
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, error_code: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.error_code, self.message = status, error_code, message
+
+
+class LocalJobsApi:
+    """The service: store + runner + HTTP server. ``start()`` serves on a background thread."""
+
+    def __init__(
+        self,
+        *,
+        state_dir: Path,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        token: str = DEFAULT_TOKEN,
+        max_concurrent_runs: int = 4,
+        workdir: Path | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        self.state_dir = state_dir
+        self.token = token
+        self.store = RunStore(state_dir / "runs.sqlite")
+        self.faults = FaultRules()
+        self.runner = Runner(
+            self.store, self.faults, max_concurrent_runs=max_concurrent_runs, workdir=workdir or Path.cwd(), env=env
+        )
+        handler = type("Handler", (_Handler,), {"api": self})
+        self.httpd = ThreadingHTTPServer((host, port), handler)
+        self.httpd.daemon_threads = True
+        self._thread: threading.Thread | None = None
+        self._recover()
+
+    @property
+    def port(self) -> int:
+        return int(self.httpd.server_address[1])
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def _recover(self) -> None:
+        """After a restart: queued runs are started again; runs that were executing lost their process."""
+        for run in self.store.active_runs():
+            if run["life_cycle_state"] in ("PENDING", "QUEUED"):
+                self.runner.submit(run["run_id"])
+            else:
+                self.store.update_run(
+                    run["run_id"],
+                    life_cycle_state="INTERNAL_ERROR",
+                    result_state="FAILED",
+                    state_message="The local Jobs API restarted while this run was executing",
+                    end_time=int(time.time() * 1000),
+                )
+
+    def start(self) -> LocalJobsApi:
+        self._thread = threading.Thread(target=self.httpd.serve_forever, name="jobs-api", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.runner.shutdown()
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+    # --- API operations ---------------------------------------------------------------------
+
+    def submit(self, body: dict[str, Any]) -> dict[str, Any]:
+        tasks = body.get("tasks")
+        if not isinstance(tasks, list) or not tasks:
+            raise ApiError(400, "INVALID_PARAMETER_VALUE", "Missing required field: tasks")
+        keys = [t.get("task_key") if isinstance(t, dict) else None for t in tasks]
+        if not all(isinstance(k, str) and k for k in keys) or len(set(keys)) != len(keys):
+            raise ApiError(400, "INVALID_PARAMETER_VALUE", "Every task needs a unique, non-empty task_key")
+        for task in tasks:
+            try:
+                from local_databricks.runner import task_command
+
+                task_command(task, workdir=self.runner.workdir)
+            except (TaskSpecError, KeyError, TypeError) as exc:
+                raise ApiError(
+                    400, "INVALID_PARAMETER_VALUE", f"Invalid task {task.get('task_key')!r}: {exc}"
+                ) from None
+        token = body.get("idempotency_token")
+        if token is not None and (not isinstance(token, str) or len(token) > 64):
+            raise ApiError(
+                400, "INVALID_PARAMETER_VALUE", "idempotency_token must be a string of at most 64 characters"
+            )
+        run_id, created = self.store.create_run(body, self.state_dir / "logs")
+        if created:
+            self.runner.submit(run_id)
+        return {"run_id": run_id}
+
+    def get(self, params: dict[str, Any]) -> dict[str, Any]:
+        run = self.store.run(_int_param(params, "run_id"))
+        if run is None:
+            raise ApiError(404, "RESOURCE_DOES_NOT_EXIST", f"Run {params.get('run_id')} does not exist.")
+        return self._run_json(run)
+
+    def get_output(self, params: dict[str, Any]) -> dict[str, Any]:
+        run_id = _int_param(params, "run_id")
+        task = self.store.task(run_id)
+        if task is None:
+            if self.store.run(run_id) is not None:
+                raise ApiError(
+                    400,
+                    "INVALID_PARAMETER_VALUE",
+                    "Retrieving the output of runs with multiple tasks is not supported. "
+                    "Please retrieve the output of each individual task run instead.",
+                )
+            raise ApiError(404, "RESOURCE_DOES_NOT_EXIST", f"Run {run_id} does not exist.")
+        parent = self.store.run(task["parent_run_id"])
+        assert parent is not None
+        out: dict[str, Any] = {"metadata": self._task_json(task, parent)}
+        if task["error"]:
+            out["error"] = task["error"]
+            out["error_trace"] = task["error_trace"]
+        log_path = Path(task["log_path"])
+        if log_path.exists():
+            text = log_path.read_text(errors="replace")
+            out["logs"] = text[-5000:]
+            out["logs_truncated"] = len(text) > 5000
+        return out
+
+    def cancel(self, body: dict[str, Any]) -> dict[str, Any]:
+        run_id = _int_param(body, "run_id")
+        if self.store.run(run_id) is None:
+            raise ApiError(404, "RESOURCE_DOES_NOT_EXIST", f"Run {run_id} does not exist.")
+        self.runner.cancel(run_id)
+        return {}
+
+    def list(self, params: dict[str, Any]) -> dict[str, Any]:
+        limit = min(int(params.get("limit", 25)), 25)
+        offset = int(params.get("offset", 0))
+        active_only = str(params.get("active_only", "false")).lower() == "true"
+        rows = self.store.runs(active_only=active_only, limit=limit + 1, offset=offset)
+        return {"runs": [self._run_json(r) for r in rows[:limit]], "has_more": len(rows) > limit}
+
+    def _run_json(self, run: Any) -> dict[str, Any]:
+        state = {"life_cycle_state": run["life_cycle_state"], "state_message": run["state_message"] or ""}
+        if run["result_state"]:
+            state["result_state"] = run["result_state"]
+        tasks = [self._task_json(t, run) for t in self.store.tasks(run["run_id"])]
+        return {
+            "job_id": run["run_id"],
+            "run_id": run["run_id"],
+            "run_name": run["run_name"],
+            "number_in_job": run["run_id"],
+            "original_attempt_run_id": run["run_id"],
+            "state": state,
+            "status": _status(run),
+            "tasks": tasks,
+            "run_page_url": f"{self.base_url}/runs/{run['run_id']}",
+            "start_time": run["start_time"] or 0,
+            "end_time": run["end_time"] or 0,
+            "setup_duration": 0,
+            "execution_duration": _duration(run),
+            "cleanup_duration": 0,
+            "run_type": "SUBMIT_RUN",
+            "format": "MULTI_TASK",
+            "creator_user_name": "local",
+            "attempt_number": 0,
+        }
+
+    def _task_json(self, task: Any, parent: Any) -> dict[str, Any]:
+        state = {"life_cycle_state": task["life_cycle_state"], "state_message": task["state_message"] or ""}
+        if task["result_state"]:
+            state["result_state"] = task["result_state"]
+        spec = json.loads(task["spec"])
+        return {
+            "run_id": task["run_id"],
+            "task_key": task["task_key"],
+            "state": state,
+            "status": _status(task),
+            "run_page_url": f"{self.base_url}/runs/{parent['run_id']}#task-{task['task_key']}",
+            "start_time": task["start_time"] or 0,
+            "end_time": task["end_time"] or 0,
+            "execution_duration": _duration(task),
+            "attempt_number": 0,
+            **{k: v for k, v in spec.items() if k.endswith("_task")},
+        }
+
+    def run_page(self, run_id: int) -> str:
+        run = self.store.run(run_id)
+        if run is None:
+            raise ApiError(404, "RESOURCE_DOES_NOT_EXIST", f"Run {run_id} does not exist.")
+        parts = [
+            f"<html><head><title>Run {run_id}: {html.escape(run['run_name'])}</title></head><body>",
+            f"<h1>Run {run_id}: {html.escape(run['run_name'])}</h1>",
+            f"<p>State: <b>{run['life_cycle_state']}</b> {run['result_state'] or ''} "
+            f"{html.escape(run['state_message'] or '')}</p>",
+        ]
+        for task in self.store.tasks(run_id):
+            path = Path(task["log_path"])
+            text = path.read_text(errors="replace") if path.exists() else "(no output yet)"
+            parts.append(
+                f"<h2 id='task-{html.escape(task['task_key'])}'>Task {html.escape(task['task_key'])}: "
+                f"{task['life_cycle_state']} {task['result_state'] or ''}</h2><pre>{html.escape(text)}</pre>"
+            )
+        parts.append("</body></html>")
+        return "\n".join(parts)
+
+
+def _status(row: Any) -> dict[str, Any]:
+    state = row["life_cycle_state"]
+    if state in ACTIVE:
+        return {"state": "RUNNING" if state != "PENDING" else "PENDING"}
+    return {"state": "TERMINATED", "termination_details": {"code": row["result_state"] or "INTERNAL_ERROR"}}
+
+
+def _duration(row: Any) -> int:
+    if row["start_time"] and row["end_time"]:
+        return int(row["end_time"] - row["start_time"])
+    return 0
+
+
+def _int_param(params: dict[str, Any], name: str) -> int:
+    value = params.get(name)
+    if isinstance(value, list):
+        value = value[0] if value else None
+    try:
+        return int(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise ApiError(400, "INVALID_PARAMETER_VALUE", f"Missing or invalid parameter: {name}") from None
+
+
+class _Handler(BaseHTTPRequestHandler):
+    api: LocalJobsApi
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: Any) -> None:
+        log.debug("%s %s", self.address_string(), format % args)
+
+    def do_GET(self) -> None:
+        self._handle("GET")
+
+    def do_POST(self) -> None:
+        self._handle("POST")
+
+    def do_PUT(self) -> None:
+        self._handle("PUT")
+
+    def _handle(self, method: str) -> None:
+        url = urlsplit(self.path)
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length) if length else b""
+        try:
+            fault = self.api.faults.for_request(method, url.path)
+            if fault:
+                if fault["action"] == "drop":
+                    self.close_connection = True
+                    self.connection.close()
+                    return
+                if fault["action"] == "delay":
+                    time.sleep(float(fault.get("seconds", 1)))
+                if fault["action"] == "status":
+                    code = int(fault.get("status", 500))
+                    error = "TOO_MANY_REQUESTS" if code == 429 else "INTERNAL_ERROR"
+                    raise ApiError(code, fault.get("error_code", error), fault.get("message", "injected fault"))
+            if method == "GET" and url.path.startswith("/runs/"):
+                self._send(
+                    200, self.api.run_page(int(url.path.rsplit("/", 1)[-1])).encode(), "text/html; charset=utf-8"
+                )
+                return
+            self._authorize()
+            body = json.loads(raw) if raw else {}
+            if not isinstance(body, dict):
+                raise ApiError(400, "MALFORMED_REQUEST", "Request body must be a JSON object")
+            if method == "PUT" and url.path == "/local/faults":
+                self.api.faults.replace(body.get("rules", []))
+                self._json(200, {"rules": self.api.faults.rules})
+                return
+            match = _API.match(url.path)
+            if not match:
+                raise ApiError(404, "ENDPOINT_NOT_FOUND", f"No API found for '{method} {url.path}'")
+            op = match.group(1)
+            params = {**{k: v[0] for k, v in parse_qs(url.query).items()}, **body}
+            expected = "POST" if op in ("submit", "cancel") else "GET"
+            if method != expected:
+                raise ApiError(405, "METHOD_NOT_ALLOWED", f"{op} expects {expected}")
+            result = {
+                "submit": self.api.submit,
+                "get": self.api.get,
+                "get-output": self.api.get_output,
+                "cancel": self.api.cancel,
+                "list": self.api.list,
+            }[op](params)
+            self._json(200, result)
+        except ApiError as exc:
+            self._json(exc.status, {"error_code": exc.error_code, "message": exc.message})
+        except json.JSONDecodeError as exc:
+            self._json(400, {"error_code": "MALFORMED_REQUEST", "message": f"Invalid JSON: {exc}"})
+        except ValueError as exc:
+            self._json(400, {"error_code": "INVALID_PARAMETER_VALUE", "message": str(exc)})
+
+    def _authorize(self) -> None:
+        header = self.headers.get("Authorization", "")
+        if header != f"Bearer {self.api.token}":
+            raise ApiError(401, "UNAUTHENTICATED", "Invalid access token.")
+
+    def _json(self, status: int, payload: dict[str, Any]) -> None:
+        self._send(status, json.dumps(payload).encode(), "application/json")
+
+    def _send(self, status: int, data: bytes, content_type: str) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="lakehouse-jobs-api", description=__doc__.splitlines()[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8765, help="0 = any free port")
+    parser.add_argument("--state-dir", default=".lakehouse/jobs-api", help="SQLite run state and task logs")
+    parser.add_argument(
+        "--token", default=None, help=f"bearer token (default: $LOCAL_DATABRICKS_TOKEN or {DEFAULT_TOKEN})"
+    )
+    parser.add_argument("--max-concurrent-runs", type=int, default=4)
+    parser.add_argument("--faults", help="JSON file with fault rules (see local_databricks/faults.py)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    import os
+
+    api = LocalJobsApi(
+        state_dir=Path(args.state_dir).resolve(),
+        host=args.host,
+        port=args.port,
+        token=args.token or os.environ.get("LOCAL_DATABRICKS_TOKEN", DEFAULT_TOKEN),
+        max_concurrent_runs=args.max_concurrent_runs,
+    )
+    if args.faults:
+        api.faults.replace(json.loads(Path(args.faults).read_text()))
+    print(f"local Databricks Jobs API listening on {api.base_url} (state in {api.state_dir})", flush=True)
+    try:
+        api.httpd.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        api.stop()
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())
