@@ -135,7 +135,9 @@ class Runner:
         if run is None or run_id in self._cancelled or run["life_cycle_state"] != "PENDING":
             return
         payload = json.loads(run["payload"])
-        deadline = time.monotonic() + payload["timeout_seconds"] if payload.get("timeout_seconds") else None
+        # The provider's operator sends every JSON value as a string.
+        timeout = float(payload.get("timeout_seconds") or 0)
+        deadline = time.monotonic() + timeout if timeout > 0 else None
         self.store.update_run(run_id, life_cycle_state="RUNNING", state_message="", start_time=now_ms())
         for task in self.store.tasks(run_id):
             outcome = self._run_task(run_id, run["run_name"], task, deadline)
@@ -162,8 +164,8 @@ class Runner:
             message = fault.get("message", "injected failure")
             log_path.write_text(f"Traceback (most recent call last):\nRuntimeError: {message}\n")
             return self._end_task(task_run_id, "FAILED", f"RuntimeError: {message}", log_path.read_text())
-        if spec.get("timeout_seconds"):
-            task_deadline = time.monotonic() + spec["timeout_seconds"]
+        if float(spec.get("timeout_seconds") or 0) > 0:
+            task_deadline = time.monotonic() + float(spec["timeout_seconds"])
             deadline = min(deadline, task_deadline) if deadline else task_deadline
         if fault and fault["action"] == "hang":
             cmd = [sys.executable, "-c", "import time\nprint('injected hang', flush=True)\nwhile True: time.sleep(1)"]

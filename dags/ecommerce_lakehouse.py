@@ -1,0 +1,75 @@
+"""
+### E-commerce lakehouse: bronze → silver → gold on Databricks
+
+Every day the CRM/ERP exports of day **D** land in the landing zone (a Unity Catalog Volume):
+`<landing>/<D>/source_crm/*.csv`, `<landing>/<D>/source_erp/*.csv`. This DAG submits three
+Databricks runs in order, each the `lakehouse` entry point of our wheel for batch D:
+
+* **bronze**: raw CSV lines → Delta with ingestion metadata; malformed lines quarantined.
+* **silver**: typed, cleaned, de-duplicated current state; data-quality expectations with quarantine.
+* **gold**: star schema (`dim_customers`, SCD2 `dim_products`, `fact_sales`) and BI views.
+
+**Schedule**: daily at 03:00 UTC over the interval [D 03:00, D+1 03:00), processing batch D
+(the date of the logical date, which is the interval's start). A manual run processes
+`params.batch_date` if given, else its logical date's batch, else (no logical date) today's. Every job is idempotent per batch,
+so re-runs, retries and backfills (`airflow backfill create --dag-id ecommerce_lakehouse
+--from-date ... --to-date ...`) are safe.
+
+**Where it runs** is configuration only (`lakehouse_airflow.config`): the Databricks connection
+`LAKEHOUSE_DATABRICKS_CONN_ID`, compute (`serverless`, `job_cluster`, `existing_cluster`), wheel,
+catalog. Locally the connection points at the local Jobs API (`lakehouse-jobs-api`).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from airflow.providers.databricks.operators.databricks import DatabricksSubmitRunOperator
+from airflow.sdk import dag
+from airflow.timetables.interval import CronDataIntervalTimetable
+from lakehouse_airflow.config import DeploymentConfig
+from lakehouse_airflow.macros import batch_date, idempotency_token
+from lakehouse_airflow.payloads import LAYERS, submit_run_payload
+
+CONFIG = DeploymentConfig.from_env()
+BATCH_DATE = "{{ batch_date(params, logical_date, dag_run) }}"
+TOKEN = "{{ idempotency_token(dag_run, task_instance) }}"
+
+
+@dag(
+    dag_id="ecommerce_lakehouse",
+    schedule=CronDataIntervalTimetable("0 3 * * *", timezone="UTC"),
+    start_date=datetime(2024, 1, 1),
+    catchup=False,
+    max_active_runs=1,
+    doc_md=__doc__,
+    tags=["lakehouse", "databricks", CONFIG.env],
+    params={"batch_date": None},
+    user_defined_macros={"batch_date": batch_date, "idempotency_token": idempotency_token},
+    default_args={
+        "owner": "data-platform",
+        "retries": CONFIG.retries,
+        "retry_delay": timedelta(minutes=2),
+        "retry_exponential_backoff": True,
+        "max_retry_delay": timedelta(minutes=30),
+        "execution_timeout": timedelta(seconds=CONFIG.run_timeout_seconds + 600),
+    },
+)
+def ecommerce_lakehouse() -> None:
+    previous = None
+    for layer in LAYERS:
+        task = DatabricksSubmitRunOperator(
+            task_id=layer,
+            databricks_conn_id=CONFIG.databricks_conn_id,
+            json=submit_run_payload(layer, config=CONFIG, batch_date=BATCH_DATE, idempotency_token=TOKEN),
+            polling_period_seconds=CONFIG.polling_period_seconds,
+            databricks_retry_limit=5,
+            databricks_retry_delay=2,
+            deferrable=CONFIG.deferrable,
+        )
+        if previous is not None:
+            previous >> task
+        previous = task
+
+
+ecommerce_lakehouse()

@@ -1,0 +1,39 @@
+"""Template macros of the DAG: the batch date of a run and the Databricks idempotency token."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import date, datetime
+from typing import Any
+
+
+def batch_date(params: Any, logical_date: datetime | None, dag_run: Any) -> str:
+    """The landing batch (``YYYY-MM-DD``) a run processes.
+
+    1. ``params.batch_date`` when given (manual runs: "reprocess 2024-01-15");
+    2. the date of the logical date: a scheduled run's logical date is the start of its interval
+       [D 03:00, D+1 03:00), so it processes batch D once the day is complete; a backfill over a
+       date range processes each day's batch; ``airflow dags test <dag> 2024-01-15`` processes
+       2024-01-15 (``data_interval_start`` would say 2024-01-14 there: a manual run's interval
+       is inferred as the one *ending* at its logical date);
+    3. a manual run without a logical date (Airflow 3 allows it): the batch of the day it runs.
+    """
+    explicit = (params or {}).get("batch_date")
+    if explicit:
+        return date.fromisoformat(str(explicit)).isoformat()
+    if logical_date is not None:
+        return logical_date.date().isoformat()
+    run_after = getattr(dag_run, "run_after", None) or datetime.now()
+    return run_after.date().isoformat()
+
+
+def idempotency_token(dag_run: Any, task_instance: Any) -> str:
+    """Stable for one try of one task of one DAG run; new for the next try.
+
+    A worker that restarts the same try re-submits with the same token, and Databricks returns the
+    run already started instead of launching a duplicate (the operator's resumable-job support also
+    reconnects a retry to a run still active). A genuine retry after a failed run has a new
+    ``try_number``, hence a new token and a new Databricks run. Hashed: Databricks allows 64 chars.
+    """
+    key = f"{dag_run.dag_id}|{task_instance.task_id}|{dag_run.run_id}|{task_instance.try_number}"
+    return "lakehouse-" + hashlib.sha256(key.encode()).hexdigest()[:40]
