@@ -11,7 +11,7 @@ RUN_DATE ?= 2014-01-29
 DAYS ?= 0
 LANDING := $(or $(LAKEHOUSE_LANDING_ROOT),.lakehouse/landing)
 
-.PHONY: help install data run bronze test test-jvm test-all check lint format clean bench
+.PHONY: help install data run pipeline bronze test test-jvm test-all check lint format clean bench
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -24,7 +24,10 @@ data: install ## generate sample exports if there are none (SCALE, RUN_DATE, DAY
 	@if [ -d "$(LANDING)/$(RUN_DATE)" ]; then echo "sample data already in $(LANDING)/$(RUN_DATE)"; \
 	else $(RUN) lakehouse generate --scale $(SCALE) --start-date $(RUN_DATE) --days $(DAYS); fi
 
-run: data ## run the pipeline on the sample batch RUN_DATE
+run: install ## the DAG end to end: sample data, local Jobs API, real Airflow (dag.test), summary
+	$(RUN) python scripts/run_local.py --run-date $(RUN_DATE) --scale $(SCALE)
+
+pipeline: data ## the three layers directly (no Airflow) for RUN_DATE
 	$(RUN) lakehouse run --run-date $(RUN_DATE) --from bronze
 
 bronze: data ## load one batch into bronze

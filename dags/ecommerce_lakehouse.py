@@ -11,9 +11,9 @@ Databricks runs in order, each the `lakehouse` entry point of our wheel for batc
 
 **Schedule**: daily at 03:00 UTC over the interval [D 03:00, D+1 03:00), processing batch D
 (the date of the logical date, which is the interval's start). A manual run processes
-`params.batch_date` if given, else its logical date's batch, else (no logical date) today's. Every job is idempotent per batch,
-so re-runs, retries and backfills (`airflow backfill create --dag-id ecommerce_lakehouse
---from-date ... --to-date ...`) are safe.
+`params.batch_date` if given, else its logical date's batch, else (no logical date) today's.
+Every job is idempotent per batch, so re-runs, retries and backfills
+(`airflow backfill create --dag-id ecommerce_lakehouse --from-date ... --to-date ...`) are safe.
 
 **Where it runs** is configuration only (`lakehouse_airflow.config`): the Databricks connection
 `LAKEHOUSE_DATABRICKS_CONN_ID`, compute (`serverless`, `job_cluster`, `existing_cluster`), wheel,
@@ -39,7 +39,7 @@ TOKEN = "{{ idempotency_token(dag_run, task_instance) }}"
 @dag(
     dag_id="ecommerce_lakehouse",
     schedule=CronDataIntervalTimetable("0 3 * * *", timezone="UTC"),
-    start_date=datetime(2024, 1, 1),
+    start_date=datetime(2010, 1, 1),  # early enough for backfills of historical batches; catchup is off
     catchup=False,
     max_active_runs=1,
     doc_md=__doc__,
@@ -49,7 +49,7 @@ TOKEN = "{{ idempotency_token(dag_run, task_instance) }}"
     default_args={
         "owner": "data-platform",
         "retries": CONFIG.retries,
-        "retry_delay": timedelta(minutes=2),
+        "retry_delay": timedelta(seconds=CONFIG.retry_delay_seconds),
         "retry_exponential_backoff": True,
         "max_retry_delay": timedelta(minutes=30),
         "execution_timeout": timedelta(seconds=CONFIG.run_timeout_seconds + 600),

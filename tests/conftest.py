@@ -8,13 +8,41 @@ Spark, used to prove the transforms have the same semantics on real Spark; tests
 from __future__ import annotations
 
 import os
+import socket
+import tempfile
 from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
 
 import pytest
 
-from spark_jobs.settings import Engine, Settings
+from spark_jobs.settings import REPO_ROOT, Engine, Settings
+
+
+def _postgres_reachable() -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", 5432), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+# Airflow reads its configuration when first imported: set it before any test imports airflow.
+# Metadata DB: PostgreSQL (as in production) when it runs on this machine, else SQLite.
+_AIRFLOW_HOME = tempfile.mkdtemp(prefix="lakehouse-airflow-test-")
+os.environ["AIRFLOW_HOME"] = _AIRFLOW_HOME
+os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(REPO_ROOT / "dags")
+os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
+if "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN" not in os.environ:
+    os.environ["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = (
+        "postgresql+psycopg2://postgres@127.0.0.1:5432/test"
+        if _postgres_reachable()
+        else f"sqlite:///{_AIRFLOW_HOME}/airflow.db"
+    )
+
+
+def pytest_report_header() -> str:
+    return f"airflow metadata db: {os.environ['AIRFLOW__DATABASE__SQL_ALCHEMY_CONN']}"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -44,6 +44,7 @@ class DeploymentConfig:
     polling_period_seconds: int = 30
     deferrable: bool = False
     retries: int = 2
+    retry_delay_seconds: int = 120
 
     @property
     def wheel_path(self) -> str:
@@ -58,7 +59,7 @@ class DeploymentConfig:
         job_cluster | existing_cluster), ``LAKEHOUSE_CLUSTER_ID``, ``LAKEHOUSE_SPARK_VERSION``,
         ``LAKEHOUSE_NODE_TYPE``, ``LAKEHOUSE_NUM_WORKERS``, ``LAKEHOUSE_WHEEL``, ``LAKEHOUSE_CATALOG``,
         ``LAKEHOUSE_RUN_TIMEOUT_SECONDS``, ``LAKEHOUSE_POLLING_SECONDS``, ``LAKEHOUSE_DEFERRABLE``,
-        ``LAKEHOUSE_RETRIES``."""
+        ``LAKEHOUSE_RETRIES``, ``LAKEHOUSE_RETRY_DELAY_SECONDS``."""
         env = os.environ if environ is None else environ
         try:
             compute = Compute(env.get("LAKEHOUSE_COMPUTE", Compute.SERVERLESS.value))
@@ -84,6 +85,7 @@ class DeploymentConfig:
                 polling_period_seconds=int(env.get("LAKEHOUSE_POLLING_SECONDS", cls.polling_period_seconds)),
                 deferrable=_bool(env.get("LAKEHOUSE_DEFERRABLE", "false")),
                 retries=int(env.get("LAKEHOUSE_RETRIES", cls.retries)),
+                retry_delay_seconds=int(env.get("LAKEHOUSE_RETRY_DELAY_SECONDS", cls.retry_delay_seconds)),
             )
         except ValueError as exc:
             raise ConfigError(f"invalid lakehouse deployment setting: {exc}") from None
