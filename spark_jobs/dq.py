@@ -50,6 +50,17 @@ class Expectation:
         return _OK_PREFIX + self.name
 
 
+def unique(*columns: str) -> Expectation:
+    """A ``fail`` expectation that ``columns`` identify one row (a window count per key)."""
+    keys = ", ".join(columns)
+    return Expectation(
+        f"{'_'.join(columns)}_unique",
+        f"count(1) OVER (PARTITION BY {keys}) = 1",
+        Action.FAIL,
+        description=f"({keys}) unique",
+    )
+
+
 class DataQualityError(RuntimeError):
     """Expectations failed; the message carries the summary on-call needs."""
 

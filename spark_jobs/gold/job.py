@@ -30,28 +30,18 @@ from spark_jobs.tables import TableStore
 log = logging.getLogger(__name__)
 
 
-def _unique(*cols: str) -> Expectation:
-    keys = ", ".join(cols)
-    return Expectation(
-        f"{'_'.join(cols)}_unique",
-        f"count(1) OVER (PARTITION BY {keys}) = 1",
-        Action.FAIL,
-        description=f"({keys}) unique",
-    )
-
-
 DIM_CUSTOMERS_EXPECTATIONS = (
-    _unique("customer_key"),
+    dq.unique("customer_key"),
     Expectation("customer_number_present", "customer_number IS NOT NULL", Action.WARN),
     Expectation("country_known", "country <> 'n/a'", Action.WARN),
 )
 DIM_PRODUCTS_EXPECTATIONS = (
-    _unique("product_key"),
+    dq.unique("product_key"),
     Expectation("category_matched", "category IS NOT NULL", Action.WARN, description="cat_id not in erp_px_cat_g1v2"),
     Expectation("valid_to_not_before_valid_from", "valid_to IS NULL OR valid_to >= valid_from", Action.FAIL),
 )
 FACT_SALES_EXPECTATIONS = (
-    _unique("order_number", "product_number"),
+    dq.unique("order_number", "product_number"),
     Expectation(
         "fact_customer_linked",
         "customer_key IS NOT NULL",

@@ -29,12 +29,6 @@ class SilverTable:
     output_expectations: tuple[Expectation, ...] = ()  # on what is merged into the table
     versioned: bool = False  # product versions: end dates are recomputed across all versions
 
-    def unique(self, name: str) -> Expectation:
-        cols = ", ".join(self.keys)
-        return Expectation(
-            name, f"count(1) OVER (PARTITION BY {cols}) = 1", Action.FAIL, description=f"({cols}) unique"
-        )
-
 
 def _static(clean: Callable[[DataFrame], DataFrame]) -> Callable[[date], Callable[[DataFrame], DataFrame]]:
     return lambda _run_date: clean

@@ -14,13 +14,15 @@ from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
 from spark_jobs.parsing import parse_int, parse_iso_date, parse_yyyymmdd
+from spark_jobs.sources import SOURCES
 
 LINEAGE = ("_batch_date", "_line_number")
 RAW = "_raw"
 
 
-def _with_raw(bronze: DataFrame, raw_columns: tuple[str, ...], *cleaned: Column) -> DataFrame:
-    return bronze.select(*cleaned, *LINEAGE, F.struct(*raw_columns).alias(RAW))
+def _with_raw(bronze: DataFrame, table: str, *cleaned: Column) -> DataFrame:
+    """The cleaned columns, lineage, and ``_raw``: the table's source fields as they arrived."""
+    return bronze.select(*cleaned, *LINEAGE, F.struct(*SOURCES[table].bronze_columns).alias(RAW))
 
 
 def _code(col: str, mapping: dict[str, str], default: str = "n/a") -> Column:
@@ -43,7 +45,7 @@ def clean_crm_cust_info(bronze: DataFrame) -> DataFrame:
     """S1 (null ids are quarantined by expectation), S3 trim names, S4 marital status, S5 gender."""
     return _with_raw(
         bronze,
-        ("cst_id", "cst_key", "cst_firstname", "cst_lastname", "cst_marital_status", "cst_gndr", "cst_create_date"),
+        "crm_cust_info",
         parse_int(F.col("cst_id")).alias("cst_id"),
         _text("cst_key").alias("cst_key"),
         _text("cst_firstname").alias("cst_firstname"),
@@ -63,7 +65,7 @@ def clean_crm_prd_info(bronze: DataFrame) -> DataFrame:
     key = F.trim(F.col("prd_key"))
     return _with_raw(
         bronze,
-        ("prd_id", "prd_key", "prd_nm", "prd_cost", "prd_line", "prd_start_dt", "prd_end_dt"),
+        "crm_prd_info",
         parse_int(F.col("prd_id")).alias("prd_id"),
         F.regexp_replace(F.substring(key, 1, 5), "-", "_").alias("cat_id"),
         F.when(F.length(key) > 6, F.substring(key, 7, 1_000)).alias("prd_key"),
@@ -96,17 +98,7 @@ def clean_crm_sales_details(bronze: DataFrame) -> DataFrame:
     fixed_price = F.when(price.isNull() | (price <= 0), derived_price).otherwise(price)
     return _with_raw(
         bronze,
-        (
-            "sls_ord_num",
-            "sls_prd_key",
-            "sls_cust_id",
-            "sls_order_dt",
-            "sls_ship_dt",
-            "sls_due_dt",
-            "sls_sales",
-            "sls_quantity",
-            "sls_price",
-        ),
+        "crm_sales_details",
         _text("sls_ord_num").alias("sls_ord_num"),
         _text("sls_prd_key").alias("sls_prd_key"),
         parse_int(F.col("sls_cust_id")).alias("sls_cust_id"),
@@ -127,7 +119,7 @@ def clean_erp_cust_az12(run_date: date) -> Callable[[DataFrame], DataFrame]:
         bdate = parse_iso_date(F.col("bdate"))
         return _with_raw(
             bronze,
-            ("cid", "bdate", "gen"),
+            "erp_cust_az12",
             F.when(cid.startswith("NAS"), F.substring(cid, 4, 1_000)).otherwise(cid).alias("cid"),
             F.when(bdate <= F.lit(run_date), bdate).alias("bdate"),
             _code("gen", {"F": "Female", "FEMALE": "Female", "M": "Male", "MALE": "Male"}).alias("gen"),
@@ -141,7 +133,7 @@ def clean_erp_loc_a101(bronze: DataFrame) -> DataFrame:
     country = F.trim(F.col("cntry"))
     return _with_raw(
         bronze,
-        ("cid", "cntry"),
+        "erp_loc_a101",
         F.regexp_replace(F.trim(F.col("cid")), "-", "").alias("cid"),
         F.when(country == "DE", F.lit("Germany"))
         .when(country.isin("US", "USA"), F.lit("United States"))
@@ -153,11 +145,8 @@ def clean_erp_loc_a101(bronze: DataFrame) -> DataFrame:
 
 def clean_erp_px_cat_g1v2(bronze: DataFrame) -> DataFrame:
     """S18: passed through, trimmed, typed."""
-    return _with_raw(
-        bronze,
-        ("id", "cat", "subcat", "maintenance"),
-        *[_text(c).alias(c) for c in ("id", "cat", "subcat", "maintenance")],
-    )
+    columns = SOURCES["erp_px_cat_g1v2"].bronze_columns
+    return _with_raw(bronze, "erp_px_cat_g1v2", *[_text(c).alias(c) for c in columns])
 
 
 def latest_per_key(keys: tuple[str, ...], recency: tuple[str, ...]) -> Callable[[DataFrame], DataFrame]:

@@ -56,7 +56,7 @@ def _wait(what: str, predicate, timeout: float, proc: subprocess.Popen, log: Pat
         try:
             if predicate():
                 return
-        except Exception:  # noqa: BLE001 - tables appear while airflow migrates
+        except Exception:
             pass
         time.sleep(2)
     raise AssertionError(f"timed out waiting for {what}:\n{log.read_text()[-3000:]}")
@@ -67,9 +67,10 @@ def postgres_db():
     try:
         _sql(f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)", database="postgres", autocommit=True)
         _sql(f"CREATE DATABASE {DB}", database="postgres", autocommit=True)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         pytest.skip(f"PostgreSQL at 127.0.0.1:5432 is needed for the scheduler test: {exc}")
     yield f"postgresql+psycopg2://postgres@127.0.0.1:5432/{DB}"
+    _sql(f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)", database="postgres", autocommit=True)
 
 
 def test_three_day_backfill_through_the_scheduler_equals_running_in_order(tmp_path, postgres_db, spark):
@@ -107,7 +108,13 @@ def test_three_day_backfill_through_the_scheduler_equals_running_in_order(tmp_pa
     try:
         _wait("the API server", lambda: requests.get(f"http://127.0.0.1:{port}/api/v2/monitor/health", timeout=2).ok,
               300, proc, log)  # fmt: skip
-        _wait("the DAG to be parsed", lambda: _sql("SELECT 1 FROM dag WHERE dag_id = 'ecommerce_lakehouse'"), 180, proc, log)
+        _wait(
+            "the DAG to be parsed",
+            lambda: _sql("SELECT 1 FROM dag WHERE dag_id = 'ecommerce_lakehouse'"),
+            180,
+            proc,
+            log,
+        )
         _sql("UPDATE dag SET is_paused = false WHERE dag_id = 'ecommerce_lakehouse'")
         # Unpausing schedules the latest interval (today's empty batch): let it finish first.
         _wait("the scheduled run", lambda: _sql("SELECT 1 FROM dag_run WHERE run_type = 'scheduled' AND state IN ('success', 'failed')"),
@@ -130,7 +137,9 @@ def test_three_day_backfill_through_the_scheduler_equals_running_in_order(tmp_pa
             os.killpg(proc.pid, signal.SIGKILL)
         api.stop()
 
-    reference = Settings.from_env({"LAKEHOUSE_ROOT": str(tmp_path / "ref"), "LAKEHOUSE_LANDING_ROOT": str(tmp_path / "landing")})
+    reference = Settings.from_env(
+        {"LAKEHOUSE_ROOT": str(tmp_path / "ref"), "LAKEHOUSE_LANDING_ROOT": str(tmp_path / "landing")}
+    )
     for day in DAYS:
         run_layers(spark, reference, day)
     backfilled = Settings.from_env({"LAKEHOUSE_ROOT": str(tables), "LAKEHOUSE_LANDING_ROOT": str(tmp_path / "landing")})
