@@ -37,7 +37,7 @@ test: install ## fast tier: all tests on embedded Sail (real Delta tables)
 	$(RUN) pytest
 
 test-jvm: install ## the transform tests on classic JVM Spark (same semantics check)
-	$(RUN) pytest --engine spark -m "not delta"
+	$(RUN) pytest tests/spark_jobs --engine spark -m "not delta"
 
 test-all: test test-jvm ## both engine tiers
 

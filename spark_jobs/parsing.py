@@ -1,7 +1,8 @@
 """Strict, total parsers for text columns: a value that does not parse becomes NULL, never an error.
 
-Both engines raise on impossible dates inside ``make_date``/``to_date`` under ANSI mode and Sail
-has no ``try_to_date`` (ENGINE_NOTES.md), so dates are validated field by field before being built.
+Under ANSI mode both engines raise on impossible dates in ``to_date``/``make_date`` and Sail has
+no ``try_to_date`` (ENGINE_NOTES.md): dates are matched against their exact shape first, then
+built with ``try_to_timestamp``, which gives NULL for impossible ones (2019-02-29, month 13).
 """
 
 from __future__ import annotations
@@ -13,30 +14,21 @@ _ISO_DATE = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$"
 _YYYYMMDD = r"^[0-9]{8}$"
 
 
-def _safe_date(valid: Column, year: Column, month: Column, day: Column) -> Column:
-    ok_month = valid & month.between(1, 12) & (year >= 1)
-    y = F.when(ok_month, year).otherwise(F.lit(2000))
-    m = F.when(ok_month, month).otherwise(F.lit(1))
-    days_in_month = F.dayofmonth(F.last_day(F.make_date(y, m, F.lit(1))))
-    ok = ok_month & day.between(1, 31) & (day <= days_in_month)
-    d = F.when(ok, day).otherwise(F.lit(1))
-    return F.when(ok, F.make_date(y, m, d)).otherwise(F.lit(None).cast("date"))
+def _date(col: Column, shape: str, fmt: str) -> Column:
+    text = F.trim(col)
+    parsed = F.to_date(F.try_to_timestamp(text, F.lit(fmt)))
+    year_zero = F.substring(text, 1, 4) == "0000"  # parses, but is no calendar date
+    return F.when(text.rlike(shape) & ~year_zero, parsed).otherwise(F.lit(None).cast("date"))
 
 
 def parse_iso_date(col: Column) -> Column:
     """``yyyy-MM-dd`` (surrounding spaces allowed) → DATE; anything else → NULL."""
-    text = F.trim(col)
-    valid = F.coalesce(text.rlike(_ISO_DATE), F.lit(False))
-    part = lambda start, length: F.substring(text, start, length).try_cast("int")  # noqa: E731
-    return _safe_date(valid, part(1, 4), part(6, 2), part(9, 2))
+    return _date(col, _ISO_DATE, "yyyy-MM-dd")
 
 
 def parse_yyyymmdd(col: Column) -> Column:
     """``yyyyMMdd`` integer text → DATE; 0, wrong length or an impossible date → NULL (rule S10)."""
-    text = F.trim(col)
-    valid = F.coalesce(text.rlike(_YYYYMMDD), F.lit(False))
-    part = lambda start, length: F.substring(text, start, length).try_cast("int")  # noqa: E731
-    return _safe_date(valid, part(1, 4), part(5, 2), part(7, 2))
+    return _date(col, _YYYYMMDD, "yyyyMMdd")
 
 
 def parse_int(col: Column, type_: str = "int") -> Column:

@@ -7,6 +7,7 @@ Spark, used to prove the transforms have the same semantics on real Spark; tests
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import tempfile
@@ -39,6 +40,10 @@ if "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN" not in os.environ:
         if _postgres_reachable()
         else f"sqlite:///{_AIRFLOW_HOME}/airflow.db"
     )
+
+
+# py4j logs "closing down" from an atexit hook after pytest has closed its streams.
+logging.getLogger("py4j").setLevel(logging.WARNING)
 
 
 def pytest_report_header() -> str:
