@@ -22,7 +22,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from local_databricks.faults import FaultRules
-from local_databricks.runner import Runner, TaskSpecError
+from local_databricks.runner import Runner, TaskSpecError, task_command
 from local_databricks.store import ACTIVE, RunStore
 
 log = logging.getLogger("local_databricks")
@@ -106,8 +106,6 @@ class LocalJobsApi:
             raise ApiError(400, "INVALID_PARAMETER_VALUE", "Every task needs a unique, non-empty task_key")
         for task in tasks:
             try:
-                from local_databricks.runner import task_command
-
                 task_command(task, workdir=self.runner.workdir)
             except (TaskSpecError, KeyError, TypeError) as exc:
                 raise ApiError(
