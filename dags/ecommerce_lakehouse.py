@@ -52,7 +52,7 @@ TOKEN = "{{ idempotency_token(dag_run, task_instance) }}"
         "retry_delay": timedelta(seconds=CONFIG.retry_delay_seconds),
         "retry_exponential_backoff": True,
         "max_retry_delay": timedelta(minutes=30),
-        "execution_timeout": timedelta(seconds=CONFIG.run_timeout_seconds + 600),
+        "execution_timeout": timedelta(seconds=CONFIG.execution_timeout_seconds),
     },
 )
 def ecommerce_lakehouse() -> None:

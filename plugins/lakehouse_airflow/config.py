@@ -45,6 +45,11 @@ class DeploymentConfig:
     deferrable: bool = False
     retries: int = 2
     retry_delay_seconds: int = 120
+    task_timeout_seconds: int | None = None  # Airflow execution_timeout; default: run timeout + 10 min
+
+    @property
+    def execution_timeout_seconds(self) -> int:
+        return self.task_timeout_seconds or self.run_timeout_seconds + 600
 
     @property
     def wheel_path(self) -> str:
@@ -59,7 +64,7 @@ class DeploymentConfig:
         job_cluster | existing_cluster), ``LAKEHOUSE_CLUSTER_ID``, ``LAKEHOUSE_SPARK_VERSION``,
         ``LAKEHOUSE_NODE_TYPE``, ``LAKEHOUSE_NUM_WORKERS``, ``LAKEHOUSE_WHEEL``, ``LAKEHOUSE_CATALOG``,
         ``LAKEHOUSE_RUN_TIMEOUT_SECONDS``, ``LAKEHOUSE_POLLING_SECONDS``, ``LAKEHOUSE_DEFERRABLE``,
-        ``LAKEHOUSE_RETRIES``, ``LAKEHOUSE_RETRY_DELAY_SECONDS``."""
+        ``LAKEHOUSE_RETRIES``, ``LAKEHOUSE_RETRY_DELAY_SECONDS``, ``LAKEHOUSE_TASK_TIMEOUT_SECONDS``."""
         env = os.environ if environ is None else environ
         try:
             compute = Compute(env.get("LAKEHOUSE_COMPUTE", Compute.SERVERLESS.value))
@@ -86,6 +91,9 @@ class DeploymentConfig:
                 deferrable=_bool(env.get("LAKEHOUSE_DEFERRABLE", "false")),
                 retries=int(env.get("LAKEHOUSE_RETRIES", cls.retries)),
                 retry_delay_seconds=int(env.get("LAKEHOUSE_RETRY_DELAY_SECONDS", cls.retry_delay_seconds)),
+                task_timeout_seconds=int(env["LAKEHOUSE_TASK_TIMEOUT_SECONDS"])
+                if env.get("LAKEHOUSE_TASK_TIMEOUT_SECONDS")
+                else None,
             )
         except ValueError as exc:
             raise ConfigError(f"invalid lakehouse deployment setting: {exc}") from None

@@ -4,6 +4,7 @@ DatabricksSubmitRunOperator → real HTTP → local Jobs API → ``lakehouse`` s
 from __future__ import annotations
 
 import os
+import time
 from datetime import UTC, date, datetime
 from pathlib import Path
 
@@ -96,3 +97,32 @@ def test_a_task_failing_once_is_retried_and_leaves_no_duplicates(lakehouse, tmp_
     run_dag(BATCH)  # and a whole re-run of the batch changes nothing
     assert counts(tables) == first
     assert first["silver.crm_sales_details"] == first["gold.fact_sales"]
+
+
+def test_deferrable_operators_poll_through_the_trigger(lakehouse, monkeypatch):
+    """With LAKEHOUSE_DEFERRABLE the operator defers; the provider's trigger polls the local Jobs
+    API with aiohttp (GET parameters in a JSON body) until the runs finish."""
+    _api, tables = lakehouse
+    monkeypatch.setenv("LAKEHOUSE_DEFERRABLE", "true")
+    dag_run = run_dag(BATCH)
+    assert str(dag_run.state) in ("success", "DagRunState.SUCCESS")
+    assert counts(tables)["gold.fact_sales"] > 500
+
+
+def test_a_timed_out_task_cancels_its_databricks_run(lakehouse, monkeypatch):
+    """execution_timeout → the operator's on_kill → runs/cancel: nothing keeps running on Databricks."""
+    api, _tables = lakehouse
+    api.faults.replace([{"task": "bronze", "action": "hang", "times": -1}])
+    monkeypatch.setenv("LAKEHOUSE_TASK_TIMEOUT_SECONDS", "5")
+    monkeypatch.setenv("LAKEHOUSE_RETRIES", "0")
+    dag_run = run_dag(BATCH)
+    assert str(dag_run.state) in ("failed", "DagRunState.FAILED")
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    [run] = requests.get(f"{api.base_url}/api/2.2/jobs/runs/list", headers=headers, timeout=5).json()["runs"]
+    deadline = time.monotonic() + 30
+    while run["state"]["life_cycle_state"] != "TERMINATED" and time.monotonic() < deadline:
+        time.sleep(0.5)
+        run = requests.get(
+            f"{api.base_url}/api/2.2/jobs/runs/get?run_id={run['run_id']}", headers=headers, timeout=5
+        ).json()
+    assert run["state"]["result_state"] == "CANCELED"
