@@ -1,0 +1,182 @@
+"""Pure rendering of alerts: facts in, email subject/text/HTML and a Slack Block Kit message out.
+
+An alert says what broke (DAG, task, batch date), how often it was tried, where to click (the
+Databricks run page, the Airflow log), the first lines of the Databricks error, the data-quality
+summary when an expectation failed, and a one-line likely cause.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+MAX_ERROR_LINES = 12
+_SECRET = re.compile(r"(?i)(bearer\s+|token[=:]\s*|password[=:]\s*|dapi)[A-Za-z0-9._\-]+")
+
+
+class Kind(StrEnum):
+    FAILED = "FAILED"  # a task failed after its final try
+    RETRY = "RETRY"  # a task will be retried (quiet note, off by default)
+    DAG_FAILED = "DAG FAILED"  # summary of a failed DAG run
+    DEADLINE = "DEADLINE MISSED"
+    RECOVERED = "RECOVERED"
+
+
+@dataclass(frozen=True)
+class AlertFacts:
+    kind: Kind
+    env: str
+    dag_id: str
+    batch_date: str
+    task_id: str | None = None
+    try_number: int | None = None
+    max_tries: int | None = None
+    duration_seconds: float | None = None
+    run_page_url: str | None = None
+    log_url: str | None = None
+    error: str | None = None  # the Databricks error (get-output) or the exception text
+    failed_tasks: tuple[str, ...] = ()
+    skipped_tasks: tuple[str, ...] = ()
+    detail: str | None = None  # e.g. the deadline that was missed
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def subject_target(self) -> str:
+        return self.task_id or self.dag_id
+
+
+def redact(text: str) -> str:
+    """Remove things that look like credentials (bearer tokens, Databricks PATs, passwords)."""
+    return _SECRET.sub(lambda m: m.group(1) + "***", text)
+
+
+def error_excerpt(error: str | None, max_lines: int = MAX_ERROR_LINES) -> str | None:
+    if not error:
+        return None
+    lines = [ln.rstrip() for ln in redact(error).strip().splitlines() if ln.strip()]
+    excerpt = lines[:max_lines]
+    if len(lines) > max_lines:
+        excerpt.append(f"... ({len(lines) - max_lines} more lines)")
+    return "\n".join(excerpt)
+
+
+def dq_summary(error: str | None) -> str | None:
+    """The data-quality block that a failed expectation puts in the job's error, if any."""
+    if not error or "data quality check failed" not in error:
+        return None
+    start = error.index("data quality check failed")
+    return redact(error[start:]).strip()
+
+
+def likely_cause(facts: AlertFacts) -> str | None:
+    text = (facts.error or "") + " " + (facts.detail or "")
+    checks = [
+        ("data quality check failed", "a data-quality expectation failed: see the summary below"),
+        ("HeaderMismatchError", "an export file changed its columns (header mismatch)"),
+        ("header does not match", "an export file changed its columns (header mismatch)"),
+        ("ConservationError", "rows went missing between bronze and silver (re-delivered batch?)"),
+        ("TIMEDOUT", "the Databricks run timed out"),
+        ("timed out", "timeout"),
+        ("AirflowTaskTimeout", "the Airflow task hit its execution_timeout; the Databricks run was cancelled"),
+        ("INTERNAL_ERROR", "cluster or Databricks API error"),
+        ("API requests to Databricks failed", "Databricks API unreachable or rejecting requests"),
+        ("401", "Databricks credentials rejected (401)"),
+        ("403", "Databricks permission denied (403)"),
+    ]
+    for needle, cause in checks:
+        if needle in text:
+            return cause
+    if facts.kind is Kind.DEADLINE:
+        return "the pipeline is late: a task is slow, queued or stuck"
+    return None
+
+
+def subject(facts: AlertFacts) -> str:
+    """``[lakehouse][prod] FAILED silver 2024-01-15``: sorts by env, state, task, then date."""
+    return f"[lakehouse][{facts.env}] {facts.kind.value} {facts.subject_target} {facts.batch_date}"
+
+
+def _lines(facts: AlertFacts) -> list[tuple[str, str]]:
+    rows = [("DAG", facts.dag_id), ("Batch date", facts.batch_date)]
+    if facts.task_id:
+        rows.append(("Task", facts.task_id))
+    if facts.try_number is not None:
+        tries = f"{facts.try_number}/{facts.max_tries}" if facts.max_tries else str(facts.try_number)
+        rows.append(("Try", tries))
+    if facts.duration_seconds is not None:
+        rows.append(("Duration", f"{facts.duration_seconds:.0f} s"))
+    if facts.failed_tasks:
+        rows.append(("Failed tasks", ", ".join(facts.failed_tasks)))
+    if facts.skipped_tasks:
+        rows.append(("Not run because of it", ", ".join(facts.skipped_tasks)))
+    if facts.detail:
+        rows.append(("Detail", facts.detail))
+    cause = likely_cause(facts)
+    if cause:
+        rows.append(("Likely cause", cause))
+    if facts.run_page_url:
+        rows.append(("Databricks run", facts.run_page_url))
+    if facts.log_url:
+        rows.append(("Airflow log", facts.log_url))
+    rows.extend(facts.extra.items())
+    return rows
+
+
+def text_body(facts: AlertFacts) -> str:
+    parts = [subject(facts), ""]
+    parts += [f"{k}: {v}" for k, v in _lines(facts)]
+    dq = dq_summary(facts.error)
+    excerpt = error_excerpt(facts.error) if not dq else None
+    if excerpt:
+        parts += ["", "Error:", excerpt]
+    if dq:
+        parts += ["", "Data quality:", dq]
+    return "\n".join(parts) + "\n"
+
+
+def html_body(facts: AlertFacts) -> str:
+    rows = "".join(f"<tr><th align='left'>{html.escape(k)}</th><td>{_link(v)}</td></tr>" for k, v in _lines(facts))
+    out = [f"<h2>{html.escape(subject(facts))}</h2>", f"<table>{rows}</table>"]
+    dq = dq_summary(facts.error)
+    excerpt = error_excerpt(facts.error) if not dq else None
+    if excerpt:
+        out.append(f"<h3>Error</h3><pre>{html.escape(excerpt)}</pre>")
+    if dq:
+        out.append(f"<h3>Data quality</h3><pre>{html.escape(dq)}</pre>")
+    return "<html><body>" + "".join(out) + "</body></html>"
+
+
+def _link(value: str) -> str:
+    if value.startswith(("http://", "https://")):
+        return f"<a href='{html.escape(value, quote=True)}'>{html.escape(value)}</a>"
+    return html.escape(value)
+
+
+_EMOJI = {
+    Kind.FAILED: ":red_circle:",
+    Kind.RETRY: ":large_yellow_circle:",
+    Kind.DAG_FAILED: ":red_circle:",
+    Kind.DEADLINE: ":alarm_clock:",
+    Kind.RECOVERED: ":large_green_circle:",
+}
+
+
+def slack_message(facts: AlertFacts) -> dict[str, object]:
+    """Block Kit message with a plain ``text`` fallback (notifications, screen readers)."""
+    fields = [{"type": "mrkdwn", "text": f"*{k}*\n{_slack_link(v)}"} for k, v in _lines(facts)]
+    blocks: list[dict[str, object]] = [
+        {"type": "header", "text": {"type": "plain_text", "text": f"{subject(facts)}"[:150]}},
+    ]
+    for i in range(0, len(fields), 10):  # Slack allows 10 fields per section
+        blocks.append({"type": "section", "fields": fields[i : i + 10]})
+    dq = dq_summary(facts.error)
+    excerpt = dq or error_excerpt(facts.error)
+    if excerpt:
+        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": f"```{excerpt[:2900]}```"}})
+    return {"text": f"{_EMOJI[facts.kind]} {subject(facts)}", "blocks": blocks}
+
+
+def _slack_link(value: str) -> str:
+    return f"<{value}|open>" if value.startswith(("http://", "https://")) else value

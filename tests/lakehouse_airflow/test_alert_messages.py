@@ -1,0 +1,109 @@
+"""What an alert says: rendered from facts, for email (text + HTML) and Slack."""
+
+from __future__ import annotations
+
+from lakehouse_airflow.alerts.messages import (
+    AlertFacts,
+    Kind,
+    html_body,
+    likely_cause,
+    redact,
+    slack_message,
+    subject,
+    text_body,
+)
+
+DQ_ERROR = (
+    "Traceback (most recent call last):\n  ...\nspark_jobs.dq.DataQualityError: data quality check failed for "
+    "crm_sales_details: expectation 'sales_equals_quantity_times_price' [quarantine] failed on 2 of 20 rows "
+    "(limit 5.00%): sales = quantity x price after repair; sample keys: SO90/BK-1 (line 20)\n"
+    "crm_sales_details: 20 rows in\n  [quarantine] sales_equals_quantity_times_price: 2 violations (10.00%)  BREACHED"
+)
+
+
+def failed(**kw) -> AlertFacts:
+    base = dict(
+        kind=Kind.FAILED,
+        env="prod",
+        dag_id="ecommerce_lakehouse",
+        batch_date="2024-01-15",
+        task_id="silver",
+        try_number=3,
+        max_tries=3,
+        duration_seconds=312.4,
+        run_page_url="https://dbc.example/run/42",
+        log_url="https://airflow.example/log?x=1",
+        error="RuntimeError: cluster lost",
+    )
+    return AlertFacts(**{**base, **kw})
+
+
+def test_subject_sorts_by_env_state_task_and_date():
+    assert subject(failed()) == "[lakehouse][prod] FAILED silver 2024-01-15"
+    assert subject(failed(kind=Kind.RECOVERED)) == "[lakehouse][prod] RECOVERED silver 2024-01-15"
+
+
+def test_text_body_has_what_on_call_needs():
+    body = text_body(failed())
+    for expected in (
+        "Task: silver",
+        "Try: 3/3",
+        "Duration: 312 s",
+        "Databricks run: https://dbc.example/run/42",
+        "Airflow log: https://airflow.example/log?x=1",
+        "Error:\nRuntimeError: cluster lost",
+    ):
+        assert expected in body
+
+
+def test_expectation_failure_carries_the_dq_summary_and_cause():
+    facts = failed(error=DQ_ERROR)
+    assert likely_cause(facts) == "a data-quality expectation failed: see the summary below"
+    body = text_body(facts)
+    assert "Data quality:\ndata quality check failed for crm_sales_details" in body
+    assert "[quarantine] sales_equals_quantity_times_price: 2 violations (10.00%)  BREACHED" in body
+    assert "SO90/BK-1 (line 20)" in html_body(facts)
+
+
+def test_long_errors_are_cut_and_secrets_redacted():
+    error = "\n".join(f"line {i}" for i in range(40)) + "\nAuthorization: Bearer dapiABC123secret"
+    body = text_body(failed(error=error))
+    assert "line 11" in body and "line 12" not in body and "(29 more lines)" in body
+    assert redact("token=abc.def password: hunter2 Bearer xyz dapi0123") == "token=*** password: *** Bearer *** dapi***"
+
+
+def test_html_escapes_and_links():
+    body = html_body(failed(error="<script>alert(1)</script>"))
+    assert "&lt;script&gt;" in body and "<script>" not in body
+    assert "<a href='https://dbc.example/run/42'>" in body
+
+
+def test_slack_message_is_block_kit_with_a_text_fallback():
+    message = slack_message(failed(error=DQ_ERROR))
+    assert message["text"] == ":red_circle: [lakehouse][prod] FAILED silver 2024-01-15"
+    blocks = message["blocks"]
+    assert blocks[0]["type"] == "header"
+    fields = [f["text"] for b in blocks if b["type"] == "section" and "fields" in b for f in b["fields"]]
+    assert "*Databricks run*\n<https://dbc.example/run/42|open>" in fields
+    assert "BREACHED" in blocks[-1]["text"]["text"]
+
+
+def test_dag_failure_and_deadline_messages():
+    dag_failed = AlertFacts(
+        kind=Kind.DAG_FAILED,
+        env="dev",
+        dag_id="ecommerce_lakehouse",
+        batch_date="2024-01-15",
+        failed_tasks=("silver",),
+        skipped_tasks=("gold",),
+    )
+    assert subject(dag_failed) == "[lakehouse][dev] DAG FAILED ecommerce_lakehouse 2024-01-15"
+    assert "Failed tasks: silver" in text_body(dag_failed) and "Not run because of it: gold" in text_body(dag_failed)
+    late = AlertFacts(
+        kind=Kind.DEADLINE,
+        env="prod",
+        dag_id="ecommerce_lakehouse",
+        batch_date="2024-01-15",
+        detail="gold not done 6h after the batch (deadline 2024-01-16 09:00 UTC)",
+    )
+    assert likely_cause(late) == "the pipeline is late: a task is slow, queued or stuck"
