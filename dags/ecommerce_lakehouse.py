@@ -27,6 +27,8 @@ from datetime import datetime, timedelta
 from airflow.providers.databricks.operators.databricks import DatabricksSubmitRunOperator
 from airflow.sdk import dag
 from airflow.timetables.interval import CronDataIntervalTimetable
+from lakehouse_airflow.alerts.messages import Kind
+from lakehouse_airflow.alerts.notifier import LakehouseAlertNotifier
 from lakehouse_airflow.config import DeploymentConfig
 from lakehouse_airflow.macros import batch_date, idempotency_token
 from lakehouse_airflow.payloads import LAYERS, submit_run_payload
@@ -53,6 +55,8 @@ TOKEN = "{{ idempotency_token(dag_run, task_instance) }}"
         "retry_exponential_backoff": True,
         "max_retry_delay": timedelta(minutes=30),
         "execution_timeout": timedelta(seconds=CONFIG.execution_timeout_seconds),
+        "on_failure_callback": [LakehouseAlertNotifier(Kind.FAILED)],
+        "on_retry_callback": [LakehouseAlertNotifier(Kind.RETRY)],
     },
 )
 def ecommerce_lakehouse() -> None:

@@ -15,8 +15,10 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
+from spark_jobs.dq import DataQualityError
 from spark_jobs.pipeline import LAYER_JOBS, layers_between
 from spark_jobs.settings import Engine, Settings, SettingsError
+from spark_jobs.silver.job import ConservationError
 
 log = logging.getLogger("lakehouse")
 
@@ -75,8 +77,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         return _dispatch(args)
-    except (SettingsError, ValueError, FileExistsError) as exc:
-        # Our named errors (header/schema mismatch, bad settings) carry actionable messages.
+    except (SettingsError, ValueError, FileExistsError, LookupError, DataQualityError, ConservationError) as exc:
+        # Our named errors (header/schema mismatch, bad settings, missing tables, failed expectations,
+        # lost rows) carry actionable messages: print them without a traceback.
         log.error("%s failed: %s", args.command, exc)
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -74,8 +74,9 @@ def test_dag_runs_the_three_layers_through_the_local_jobs_api(lakehouse):
     assert str(dag_run.state) in ("success", "DagRunState.SUCCESS")
     got = counts(tables)
     assert got["gold.fact_sales"] > 500 and got["gold.dim_customers"] > 100
-    runs = requests.get(f"{api.base_url}/api/2.2/jobs/runs/list", headers={"Authorization": f"Bearer {TOKEN}"},
-                        timeout=5).json()["runs"]  # fmt: skip
+    runs = requests.get(
+        f"{api.base_url}/api/2.2/jobs/runs/list", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=5
+    ).json()["runs"]
     assert sorted(r["run_name"] for r in runs) == [
         f"lakehouse-local-{layer}-{BATCH}" for layer in ("bronze", "gold", "silver")
     ]
@@ -126,3 +127,43 @@ def test_a_timed_out_task_cancels_its_databricks_run(lakehouse, monkeypatch):
             f"{api.base_url}/api/2.2/jobs/runs/get?run_id={run['run_id']}", headers=headers, timeout=5
         ).json()
     assert run["state"]["result_state"] == "CANCELED"
+
+
+def test_final_failure_sends_exactly_one_email_and_one_slack_post(lakehouse, monkeypatch, alert_connections):
+    """retries=2: nothing on the first two failures, one email + one Slack message after the third."""
+    api, _tables = lakehouse
+    smtp, slack = alert_connections
+    monkeypatch.setenv("LAKEHOUSE_RETRIES", "2")
+    api.faults.replace([{"task": "silver", "action": "fail", "times": -1, "message": "cluster terminated: spot loss"}])
+    dag_run = run_dag(BATCH)
+    assert str(dag_run.state) in ("failed", "DagRunState.FAILED")
+    assert dag_run.get_task_instance("silver").try_number == 3
+    assert len(smtp.messages) == 1 and len(slack.posts) == 1
+    message = smtp.messages[0]
+    assert message["Subject"] == f"[lakehouse][local] FAILED silver {BATCH}"
+    text = next(p.get_payload(decode=True).decode() for p in message.walk() if p.get_content_type() == "text/plain")
+    assert "Try: 3/3" in text
+    assert f"Batch date: {BATCH}" in text
+    assert f"Databricks run: {api.base_url}/runs/" in text
+    assert "RuntimeError: cluster terminated: spot loss" in text
+    assert slack.posts[0]["text"].endswith(f"FAILED silver {BATCH}")
+
+
+def test_an_expectation_failure_alert_carries_the_dq_summary(lakehouse, monkeypatch, alert_connections, tmp_path):
+    _api, _tables = lakehouse
+    smtp, slack = alert_connections
+    monkeypatch.setenv("LAKEHOUSE_RETRIES", "0")
+    sales = tmp_path / "landing" / BATCH.isoformat() / "source_crm" / "sales_details.csv"
+    lines = sales.read_text().splitlines()
+    bad = [",".join([*line.split(",")[:6], "", "1", ""]) for line in lines[1:60]]  # no sales, no price
+    sales.write_text("\r\n".join([lines[0], *bad, *lines[60:]]) + "\r\n")
+    dag_run = run_dag(BATCH)
+    assert str(dag_run.state) in ("failed", "DagRunState.FAILED")
+    [message] = smtp.messages
+    assert message["Subject"] == f"[lakehouse][local] FAILED silver {BATCH}"
+    text = next(p.get_payload(decode=True).decode() for p in message.walk() if p.get_content_type() == "text/plain")
+    text = text.replace("\r\n", "\n")  # SMTP transports lines as CRLF
+    assert "Likely cause: a data-quality expectation failed" in text
+    assert "Data quality:\ndata quality check failed for crm_sales_details" in text
+    assert "sales_equals_quantity_times_price" in text and "BREACHED" in text
+    assert "BREACHED" in slack.posts[0]["blocks"][-1]["text"]["text"]
