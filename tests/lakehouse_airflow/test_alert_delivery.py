@@ -5,19 +5,10 @@ from __future__ import annotations
 import logging
 
 from lakehouse_airflow.alerts.delivery import AlertConfig, deliver
-from lakehouse_airflow.alerts.messages import AlertFacts, Kind
 
-FACTS = AlertFacts(
-    kind=Kind.FAILED,
-    env="prod",
-    dag_id="ecommerce_lakehouse",
-    batch_date="2024-01-15",
-    task_id="silver",
-    try_number=3,
-    max_tries=3,
-    run_page_url="http://dbc.local/runs/7",
-    error="RuntimeError: cluster lost",
-)
+from tests.lakehouse_airflow.test_alert_messages import failed
+
+FACTS = failed(run_page_url="http://dbc.local/runs/7")
 
 
 def test_one_email_with_text_and_html_and_one_slack_post(alert_connections):
