@@ -135,6 +135,21 @@ def count_violations(checked: DataFrame, expectations: Sequence[Expectation]) ->
     return CheckCounts(rows_in, int(row["quarantined"] or 0), results)
 
 
+def sample_keys(
+    checked: DataFrame, keys: Sequence[str], breached: Sequence[ExpectationResult], *, line_column: str | None = None
+) -> dict[str, list[str]]:
+    """Up to five keys (``a/b``, plus `` (line n)`` when the rows carry file line numbers) of the rows
+    violating each breached expectation, for the failure message."""
+    cols = [*keys, line_column] if line_column else list(keys)
+    out: dict[str, list[str]] = {}
+    for r in breached:
+        rows = checked.filter(~F.col(r.expectation.ok_column)).select(*cols).limit(5).collect()
+        out[r.expectation.name] = [
+            "/".join(str(row[k]) for k in keys) + (f" (line {row[line_column]})" if line_column else "") for row in rows
+        ]
+    return out
+
+
 def metrics_rows(
     *,
     run_date: date,

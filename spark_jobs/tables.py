@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
+from datetime import date
 from typing import TYPE_CHECKING
 
 from spark_jobs.engine import EngineUnavailableError, supports_delta
@@ -27,6 +28,11 @@ class TableNotFoundError(LookupError):
 
 class SchemaMismatchError(ValueError):
     """A DataFrame does not have the schema of the Delta table it is written to."""
+
+
+def batch_predicate(batch_date: date, column: str = "_batch_date") -> str:
+    """SQL predicate selecting one batch: the slice every layer replaces or reads per run."""
+    return f"{column} = DATE'{batch_date.isoformat()}'"
 
 
 def schema_differences(expected: StructType, actual: StructType) -> list[str]:

@@ -31,7 +31,7 @@ from spark_jobs.engine import materialize
 from spark_jobs.landing import FileInfo, find_source_file, header_positions, inspect_file
 from spark_jobs.settings import Settings
 from spark_jobs.sources import SOURCES, Source
-from spark_jobs.tables import TableStore
+from spark_jobs.tables import TableStore, batch_predicate
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +125,7 @@ def run_bronze(
     """Load every source file of ``batch_date`` into bronze; return what happened per table."""
     store = TableStore(spark, settings)
     ingested_at = ingested_at or datetime.now(UTC)
-    where = f"{BATCH_DATE} = DATE'{batch_date.isoformat()}'"
+    where = batch_predicate(batch_date, BATCH_DATE)
     results = []
     for name in tables or SOURCES:
         source = SOURCES[name]

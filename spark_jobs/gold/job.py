@@ -25,7 +25,7 @@ from spark_jobs.engine import materialize
 from spark_jobs.gold import transforms as g
 from spark_jobs.settings import Settings
 from spark_jobs.silver.job import write_metrics
-from spark_jobs.tables import TableStore
+from spark_jobs.tables import TableStore, batch_predicate
 
 log = logging.getLogger(__name__)
 
@@ -76,10 +76,6 @@ class GoldTableResult:
         return f"{self.table}: {self.rows} rows rebuilt and merged"
 
 
-def _batch(d: date) -> str:
-    return f"_batch_date = DATE'{d.isoformat()}'"
-
-
 class _Gold:
     def __init__(self, spark: SparkSession, settings: Settings, run_date: date) -> None:
         self.store = TableStore(spark, settings)
@@ -115,13 +111,7 @@ class _Gold:
         self.metrics.extend(rows)
         breached = [r for r in counts.results if r.breached]
         if breached:
-            samples = {
-                r.expectation.name: [
-                    "/".join(str(v) for v in row)
-                    for row in checked.filter(~F.col(r.expectation.ok_column)).select(*keys).limit(5).collect()
-                ]
-                for r in breached
-            }
+            samples = dq.sample_keys(checked, keys, breached)
             dq.raise_if_breached(
                 f"gold.{name}", counts.rows_in, counts.results, samples, enforce=self.store.settings.dq_enforce
             )
@@ -144,7 +134,7 @@ def run_gold(spark: SparkSession, settings: Settings, run_date: date) -> list[Go
 
 
 def _build(job: _Gold, run_date: date) -> list[GoldTableResult]:
-    batch = _batch(run_date)
+    batch = batch_predicate(run_date)
     cust, az12, loc = job.silver("crm_cust_info"), job.silver("erp_cust_az12"), job.silver("erp_loc_a101")
     prd, cats, sales = job.silver("crm_prd_info"), job.silver("erp_px_cat_g1v2"), job.silver("crm_sales_details")
 

@@ -28,7 +28,7 @@ from spark_jobs.settings import Settings
 from spark_jobs.silver.tables import SILVER_TABLES, SilverTable
 from spark_jobs.silver.transforms import LINEAGE, RAW, latest_per_key, with_version_end_dates
 from spark_jobs.sources import SOURCES
-from spark_jobs.tables import TableStore
+from spark_jobs.tables import TableStore, batch_predicate
 
 log = logging.getLogger(__name__)
 
@@ -54,10 +54,6 @@ class SilverTableResult:
             f"{self.table}: {self.rows_in} in = {self.written} in silver + {self.quarantined} quarantined"
             f" + {self.deduplicated} superseded"
         )
-
-
-def _batch(d: date) -> str:
-    return f"_batch_date = DATE'{d.isoformat()}'"
 
 
 def _newer_sql(spec: SilverTable) -> str:
@@ -91,7 +87,7 @@ def run_silver_table(
         bronze = store.spark.createDataFrame([], bronze_schema(SOURCES[spec.name]))
     target = store.ref("silver", spec.name)
     quarantine = store.ref("silver", spec.name + QUARANTINE_SUFFIX)
-    where = _batch(run_date)
+    where = batch_predicate(run_date)
     expectations = spec.expectations(run_date)
 
     def record(results: list[dq.ExpectationResult], *, written: int, superseded: int) -> None:
@@ -116,7 +112,9 @@ def run_silver_table(
     breached = [r for r in results if r.breached]
     if breached and store.settings.dq_enforce:  # record what was seen, then fail before anything is written
         record(results, written=0, superseded=0)
-        dq.raise_if_breached(spec.name, counts.rows_in, results, _samples(checked, spec, breached))
+        dq.raise_if_breached(
+            spec.name, counts.rows_in, results, dq.sample_keys(checked, spec.keys, breached, line_column="_line_number")
+        )
     dq.raise_if_breached(spec.name, counts.rows_in, results, {}, enforce=False)
 
     rejected = checked.filter(dq.is_quarantined()).select(
@@ -140,7 +138,12 @@ def run_silver_table(
             results = [*results, *out.results]
             if any(r.breached for r in out.results):  # integrity (keys, versions): always enforced
                 record(results, written=0, superseded=0)
-                dq.raise_if_breached(spec.name, out.rows_in, out.results, _samples(out_checked, spec, out.results))
+                dq.raise_if_breached(
+                    spec.name,
+                    out.rows_in,
+                    out.results,
+                    dq.sample_keys(out_checked, spec.keys, out.results, line_column="_line_number"),
+                )
         store.merge(source, target, keys=spec.keys, update_when=None if spec.versioned else _newer_sql(spec))
         written = store.read(target).filter(where).count()
         superseded = _superseded(good, store.read(target), spec)
@@ -175,16 +178,6 @@ def _superseded(good: DataFrame, stored: DataFrame, spec: SilverTable) -> int:
         (F.col("_w_batch_date") != F.col("_batch_date")) | (F.col("_w_line_number") != F.col("_line_number"))
     )
     return lost.count()
-
-
-def _samples(checked: DataFrame, spec: SilverTable, breached: list[dq.ExpectationResult]) -> dict[str, list[str]]:
-    out: dict[str, list[str]] = {}
-    for r in breached:
-        rows = checked.filter(~F.col(r.expectation.ok_column)).select(*spec.keys, "_line_number").limit(5).collect()
-        out[r.expectation.name] = [
-            "/".join(str(row[k]) for k in spec.keys) + f" (line {row['_line_number']})" for row in rows
-        ]
-    return out
 
 
 def write_metrics(store: TableStore, layer: str, run_date: date, rows: list[tuple[object, ...]]) -> None:
