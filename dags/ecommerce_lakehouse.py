@@ -15,6 +15,10 @@ Databricks runs in order, each the `lakehouse` entry point of our wheel for batc
 Every job is idempotent per batch, so re-runs, retries and backfills
 (`airflow backfill create --dag-id ecommerce_lakehouse --from-date ... --to-date ...`) are safe.
 
+**Alerts**: email + Slack after a task's final try, a summary when a run fails, "recovered" on
+the next success, and a Deadline Alert when a run is not done `LAKEHOUSE_DEADLINE_SECONDS`
+(default 4 h) after it was queued.
+
 **Where it runs** is configuration only (`lakehouse_airflow.config`): the Databricks connection
 `LAKEHOUSE_DATABRICKS_CONN_ID`, compute (`serverless`, `job_cluster`, `existing_cluster`), wheel,
 catalog. Locally the connection points at the local Jobs API (`lakehouse-jobs-api`).
@@ -25,8 +29,9 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from airflow.providers.databricks.operators.databricks import DatabricksSubmitRunOperator
-from airflow.sdk import dag
+from airflow.sdk import AsyncCallback, DeadlineAlert, DeadlineReference, dag
 from airflow.timetables.interval import CronDataIntervalTimetable
+from lakehouse_airflow.alerts.deadline import deadline_missed
 from lakehouse_airflow.alerts.messages import Kind
 from lakehouse_airflow.alerts.notifier import LakehouseAlertNotifier
 from lakehouse_airflow.config import DeploymentConfig
@@ -36,6 +41,18 @@ from lakehouse_airflow.payloads import LAYERS, submit_run_payload
 CONFIG = DeploymentConfig.from_env()
 BATCH_DATE = "{{ batch_date(params, logical_date, dag_run) }}"
 TOKEN = "{{ idempotency_token(dag_run, task_instance) }}"
+# "gold must be done within N hours": measured from when the run is queued, so that backfills of
+# old batches are not late by construction (their logical dates are in the past).
+DEADLINE = (
+    DeadlineAlert(
+        reference=DeadlineReference.DAGRUN_QUEUED_AT,
+        interval=timedelta(seconds=CONFIG.deadline_seconds),
+        callback=AsyncCallback(deadline_missed),  # runs in the triggerer, imported from the installed package
+        name="gold_done",
+    )
+    if CONFIG.deadline_seconds
+    else None
+)
 
 
 @dag(
@@ -48,6 +65,9 @@ TOKEN = "{{ idempotency_token(dag_run, task_instance) }}"
     tags=["lakehouse", "databricks", CONFIG.env],
     params={"batch_date": None},
     user_defined_macros={"batch_date": batch_date, "idempotency_token": idempotency_token},
+    deadline=DEADLINE,
+    on_failure_callback=LakehouseAlertNotifier(Kind.DAG_FAILED),  # one summary per failed run
+    on_success_callback=LakehouseAlertNotifier(Kind.RECOVERED),  # "recovered" after a failed run
     default_args={
         "owner": "data-platform",
         "retries": CONFIG.retries,

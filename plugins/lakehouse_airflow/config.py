@@ -46,6 +46,7 @@ class DeploymentConfig:
     retries: int = 2
     retry_delay_seconds: int = 120
     task_timeout_seconds: int | None = None  # Airflow execution_timeout; default: run timeout + 10 min
+    deadline_seconds: int = 4 * 3600  # the whole run (gold done) within this long of being queued; 0: no deadline
 
     @property
     def execution_timeout_seconds(self) -> int:
@@ -64,7 +65,8 @@ class DeploymentConfig:
         job_cluster | existing_cluster), ``LAKEHOUSE_CLUSTER_ID``, ``LAKEHOUSE_SPARK_VERSION``,
         ``LAKEHOUSE_NODE_TYPE``, ``LAKEHOUSE_NUM_WORKERS``, ``LAKEHOUSE_WHEEL``, ``LAKEHOUSE_CATALOG``,
         ``LAKEHOUSE_RUN_TIMEOUT_SECONDS``, ``LAKEHOUSE_POLLING_SECONDS``, ``LAKEHOUSE_DEFERRABLE``,
-        ``LAKEHOUSE_RETRIES``, ``LAKEHOUSE_RETRY_DELAY_SECONDS``, ``LAKEHOUSE_TASK_TIMEOUT_SECONDS``."""
+        ``LAKEHOUSE_RETRIES``, ``LAKEHOUSE_RETRY_DELAY_SECONDS``, ``LAKEHOUSE_TASK_TIMEOUT_SECONDS``,
+        ``LAKEHOUSE_DEADLINE_SECONDS``."""
         env = os.environ if environ is None else environ
         try:
             compute = Compute(env.get("LAKEHOUSE_COMPUTE", Compute.SERVERLESS.value))
@@ -94,6 +96,7 @@ class DeploymentConfig:
                 task_timeout_seconds=int(env["LAKEHOUSE_TASK_TIMEOUT_SECONDS"])
                 if env.get("LAKEHOUSE_TASK_TIMEOUT_SECONDS")
                 else None,
+                deadline_seconds=int(env.get("LAKEHOUSE_DEADLINE_SECONDS", cls.deadline_seconds)),
             )
         except ValueError as exc:
             raise ConfigError(f"invalid lakehouse deployment setting: {exc}") from None

@@ -7,6 +7,7 @@ import os
 import time
 from datetime import UTC, date, datetime
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 import requests
@@ -42,10 +43,21 @@ def lakehouse(tmp_path, monkeypatch, airflow_db):
         "LAKEHOUSE_POLLING_SECONDS": "1",
         "LAKEHOUSE_RETRIES": "1",
         "LAKEHOUSE_RETRY_DELAY_SECONDS": "1",
+        # dag.test() cannot evaluate deadlines (no scheduler; tested in test_alerts_scheduler.py) and
+        # in Airflow 3.3.2 fails a successful run of a DAG that has one (apache/airflow#73428).
+        "LAKEHOUSE_DEADLINE_SECONDS": "0",
     }.items():
         monkeypatch.setenv(key, value)
+    _close_incidents()
     yield api, tmp_path / "tables"
     api.stop()
+
+
+def _close_incidents() -> None:
+    """Each test starts with no open alert incident (the register is an Airflow Variable)."""
+    from airflow.models.variable import Variable
+
+    Variable.delete("lakehouse_alerts.incident.ecommerce_lakehouse")
 
 
 def run_dag(batch: date):
@@ -129,8 +141,14 @@ def test_a_timed_out_task_cancels_its_databricks_run(lakehouse, monkeypatch):
     assert run["state"]["result_state"] == "CANCELED"
 
 
-def test_final_failure_sends_exactly_one_email_and_one_slack_post(lakehouse, monkeypatch, alert_connections):
-    """retries=2: nothing on the first two failures, one email + one Slack message after the third."""
+def _text(message) -> str:
+    part = next(p for p in message.walk() if p.get_content_type() == "text/plain")
+    return part.get_payload(decode=True).decode().replace("\r\n", "\n")  # SMTP transports lines as CRLF
+
+
+def test_final_failure_sends_one_task_alert_and_one_run_summary(lakehouse, monkeypatch, alert_connections):
+    """retries=2: nothing on the first two failures; after the third, one email + one Slack message
+    for the task and one DAG-run summary (the DAG-level callback, under dag.test())."""
     api, _tables = lakehouse
     smtp, slack = alert_connections
     monkeypatch.setenv("LAKEHOUSE_RETRIES", "2")
@@ -138,15 +156,40 @@ def test_final_failure_sends_exactly_one_email_and_one_slack_post(lakehouse, mon
     dag_run = run_dag(BATCH)
     assert str(dag_run.state) in ("failed", "DagRunState.FAILED")
     assert dag_run.get_task_instance("silver").try_number == 3
-    assert len(smtp.messages) == 1 and len(slack.posts) == 1
-    message = smtp.messages[0]
-    assert message["Subject"] == f"[lakehouse][local] FAILED silver {BATCH}"
-    text = next(p.get_payload(decode=True).decode() for p in message.walk() if p.get_content_type() == "text/plain")
+    assert [m["Subject"] for m in smtp.messages] == [
+        f"[lakehouse][local] FAILED silver {BATCH}",
+        f"[lakehouse][local] DAG FAILED ecommerce_lakehouse {BATCH}",
+    ]
+    assert [p["text"].split(" ", 1)[1] for p in slack.posts] == [m["Subject"] for m in smtp.messages]
+    text = _text(smtp.messages[0])
     assert "Try: 3/3" in text
     assert f"Batch date: {BATCH}" in text
     assert f"Databricks run: {api.base_url}/runs/" in text
     assert "RuntimeError: cluster terminated: spot loss" in text
-    assert slack.posts[0]["text"].endswith(f"FAILED silver {BATCH}")
+    run_path = f"/dags/ecommerce_lakehouse/runs/{quote(dag_run.run_id)}"
+    assert f"Airflow log: http://localhost:8080{run_path}/tasks/silver?try_number=3" in text
+    summary = _text(smtp.messages[1])
+    assert "Failed tasks: silver\n" in summary and "Not run because of it: gold\n" in summary
+    assert f"Airflow run: http://localhost:8080{run_path}\n" in summary
+
+
+def test_the_next_success_after_a_failed_run_says_recovered_once(lakehouse, monkeypatch, alert_connections):
+    api, _tables = lakehouse
+    smtp, slack = alert_connections
+    monkeypatch.setenv("LAKEHOUSE_RETRIES", "0")
+    api.faults.replace([{"task": "gold", "action": "fail", "times": 1, "message": "cluster lost"}])
+    assert str(run_dag(BATCH).state) in ("failed", "DagRunState.FAILED")
+    run_dag(BATCH)  # re-run of the batch: succeeds
+    run_dag(BATCH)  # and again: a success after a success says nothing
+    assert [m["Subject"] for m in smtp.messages] == [
+        f"[lakehouse][local] FAILED gold {BATCH}",
+        f"[lakehouse][local] DAG FAILED ecommerce_lakehouse {BATCH}",
+        f"[lakehouse][local] RECOVERED ecommerce_lakehouse {BATCH}",
+    ]
+    recovered = _text(smtp.messages[2])
+    assert f"ecommerce_lakehouse succeeded for batch {BATCH}; it was failing since " in recovered
+    assert f"gold failed for batch {BATCH}" in recovered
+    assert slack.posts[2]["text"].startswith(":large_green_circle: [lakehouse][local] RECOVERED")
 
 
 def test_an_expectation_failure_alert_carries_the_dq_summary(lakehouse, monkeypatch, alert_connections, tmp_path):
@@ -159,10 +202,10 @@ def test_an_expectation_failure_alert_carries_the_dq_summary(lakehouse, monkeypa
     sales.write_text("\r\n".join([lines[0], *bad, *lines[60:]]) + "\r\n")
     dag_run = run_dag(BATCH)
     assert str(dag_run.state) in ("failed", "DagRunState.FAILED")
-    [message] = smtp.messages
+    message, summary = smtp.messages
     assert message["Subject"] == f"[lakehouse][local] FAILED silver {BATCH}"
-    text = next(p.get_payload(decode=True).decode() for p in message.walk() if p.get_content_type() == "text/plain")
-    text = text.replace("\r\n", "\n")  # SMTP transports lines as CRLF
+    assert summary["Subject"] == f"[lakehouse][local] DAG FAILED ecommerce_lakehouse {BATCH}"
+    text = _text(message)
     assert "Likely cause: a data-quality expectation failed" in text
     assert "Data quality:\ndata quality check failed for crm_sales_details" in text
     assert "sales_equals_quantity_times_price" in text and "BREACHED" in text

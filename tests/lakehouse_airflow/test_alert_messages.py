@@ -107,3 +107,16 @@ def test_dag_failure_and_deadline_messages():
         detail="gold not done 6h after the batch (deadline 2024-01-16 09:00 UTC)",
     )
     assert likely_cause(late) == "the pipeline is late: a task is slow, queued or stuck"
+
+
+def test_recovery_message_has_no_likely_cause():
+    recovered = AlertFacts(
+        kind=Kind.RECOVERED,
+        env="prod",
+        dag_id="ecommerce_lakehouse",
+        batch_date="2024-01-16",
+        detail="ecommerce_lakehouse succeeded for batch 2024-01-16; it was failing since 2024-01-16 03:10 UTC: "
+        "silver failed for batch 2024-01-15 (timed out)",
+    )
+    assert likely_cause(recovered) is None
+    assert slack_message(recovered)["text"] == ":large_green_circle: [lakehouse][prod] RECOVERED ecommerce_lakehouse 2024-01-16"

@@ -36,9 +36,11 @@ class AlertFacts:
     duration_seconds: float | None = None
     run_page_url: str | None = None
     log_url: str | None = None
+    airflow_run_url: str | None = None  # the DAG run's page (grid) in the Airflow UI
     error: str | None = None  # the Databricks error (get-output) or the exception text
     failed_tasks: tuple[str, ...] = ()
     skipped_tasks: tuple[str, ...] = ()
+    running_tasks: tuple[str, ...] = ()
     detail: str | None = None  # e.g. the deadline that was missed
     extra: dict[str, str] = field(default_factory=dict)
 
@@ -71,6 +73,8 @@ def dq_summary(error: str | None) -> str | None:
 
 
 def likely_cause(facts: AlertFacts) -> str | None:
+    if facts.kind is Kind.RECOVERED:
+        return None
     text = (facts.error or "") + " " + (facts.detail or "")
     checks = [
         ("data quality check failed", "a data-quality expectation failed: see the summary below"),
@@ -111,6 +115,8 @@ def _lines(facts: AlertFacts) -> list[tuple[str, str]]:
         rows.append(("Failed tasks", ", ".join(facts.failed_tasks)))
     if facts.skipped_tasks:
         rows.append(("Not run because of it", ", ".join(facts.skipped_tasks)))
+    if facts.running_tasks:
+        rows.append(("Still running", ", ".join(facts.running_tasks)))
     if facts.detail:
         rows.append(("Detail", facts.detail))
     cause = likely_cause(facts)
@@ -120,6 +126,8 @@ def _lines(facts: AlertFacts) -> list[tuple[str, str]]:
         rows.append(("Databricks run", facts.run_page_url))
     if facts.log_url:
         rows.append(("Airflow log", facts.log_url))
+    if facts.airflow_run_url:
+        rows.append(("Airflow run", facts.airflow_run_url))
     rows.extend(facts.extra.items())
     return rows
 

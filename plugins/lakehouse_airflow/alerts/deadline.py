@@ -1,0 +1,90 @@
+"""The DAG's Deadline Alert callback: "gold not done N hours after the run was queued".
+
+Airflow 3 replaced SLAs with Deadline Alerts: the scheduler notices the missed deadline and the
+triggerer awaits :func:`deadline_missed`. The triggerer imports it by its dotted path and does not
+have the dags folder on its path, so it lives here, in the installed ``lakehouse_airflow``
+package. Its context is not a task's: ``{"dag_run": <the DAG run as the REST API shows it>,
+"deadline": {"id": ..., "deadline_time": ...}}``.
+
+A run that already *failed* before its deadline is not reported again: its failure alerts said it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import datetime
+from types import SimpleNamespace
+from typing import Any
+
+from lakehouse_airflow.alerts import runstate
+from lakehouse_airflow.alerts.delivery import AlertConfig, deliver
+from lakehouse_airflow.alerts.messages import AlertFacts, Kind
+from lakehouse_airflow.config import DeploymentConfig
+from lakehouse_airflow.macros import batch_date
+
+log = logging.getLogger(__name__)
+
+RUNNING_STATES = {"running", "deferred", "up_for_retry", "up_for_reschedule", "restarting", "queued", "scheduled"}
+NOT_STARTED_STATES = {"none", "upstream_failed", "skipped"}
+
+
+def _when(value: Any) -> datetime | None:
+    if value is None or isinstance(value, datetime):
+        return value
+    return datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+
+
+def _fmt(value: datetime | None) -> str:
+    return value.strftime("%Y-%m-%d %H:%M:%S UTC") if value else "?"
+
+
+def deadline_facts(context: dict[str, Any], *, task_states: dict[str, str], env: str) -> AlertFacts | None:
+    """The alert for a missed deadline, or None when the run had already failed (alerted then)."""
+    run = context["dag_run"]
+    state = str(run.get("state"))
+    deadline_time = _when(context.get("deadline", {}).get("deadline_time"))
+    queued_at = _when(run.get("queued_at"))
+    if state == "failed":
+        log.info("deadline of %s passed after the run had failed: its failure alerts already went out", run)
+        return None
+    detail = f"not finished by {_fmt(deadline_time)}"
+    if deadline_time and queued_at:
+        hours = (deadline_time - queued_at).total_seconds() / 3600
+        detail += f" ({hours:g} h after the run was queued at {_fmt(queued_at)})"
+    end_date = _when(run.get("end_date"))
+    if state == "success" and end_date:
+        detail += f"; it finished late, at {_fmt(end_date)}"
+    run_after = _when(run.get("run_after"))
+    waiting = ", ".join(t for t, s in task_states.items() if s in NOT_STARTED_STATES)
+    return AlertFacts(
+        kind=Kind.DEADLINE,
+        env=env,
+        dag_id=run["dag_id"],
+        batch_date=batch_date(run.get("conf"), _when(run.get("logical_date")), SimpleNamespace(run_after=run_after)),
+        running_tasks=tuple(t for t, s in task_states.items() if s in RUNNING_STATES),
+        failed_tasks=tuple(t for t, s in task_states.items() if s == "failed"),
+        airflow_run_url=runstate.airflow_run_url(run["dag_id"], run["dag_run_id"]),
+        detail=detail,
+        extra={"Run state": state, **({"Not started yet": waiting} if waiting else {})},
+    )
+
+
+def _handle_miss(context: dict[str, Any]) -> str:
+    run = context["dag_run"]
+    try:
+        states = runstate.task_states(run["dag_id"], run["dag_run_id"])
+    except Exception as exc:  # the alert matters more than the detail
+        log.warning("could not read the task states of %s: %s", run.get("dag_run_id"), exc)
+        states = {}
+    facts = deadline_facts(context, task_states=states, env=DeploymentConfig.from_env().env)
+    if facts is None:
+        return "not sent: the run had already failed"
+    sent = deliver(facts, AlertConfig.from_env())
+    return f"deadline alert for {facts.dag_id} {facts.batch_date}: {sent}"
+
+
+async def deadline_missed(context: dict[str, Any], **kwargs: Any) -> str:
+    """``AsyncCallback`` target. The hooks and the Task SDK calls are blocking: run them in a
+    thread so that the triggerer's event loop keeps serving the other triggers."""
+    return await asyncio.to_thread(_handle_miss, context)

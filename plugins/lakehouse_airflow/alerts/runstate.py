@@ -1,0 +1,98 @@
+"""What alert callbacks need to know about a DAG run beyond their context, read from Airflow.
+
+Callbacks run in different processes: task callbacks in the worker's task process, DAG callbacks
+in the dag-processor, deadline callbacks in the triggerer. All three talk to Airflow through the
+Task SDK's supervisor channel (``SUPERVISOR_COMMS``): task states, Variables. ``dag.test()`` runs
+DAG callbacks in its own process with no such channel but with the metadata database, so there
+the same questions go to the database. Both paths read the same rows.
+
+The *incident register* is one Airflow Variable per DAG (``lakehouse_alerts.incident.<dag_id>``):
+opened by a DAG-run failure alert, closed by the next successful run, which sends "recovered".
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+from urllib.parse import quote
+
+log = logging.getLogger(__name__)
+
+INCIDENT_PREFIX = "lakehouse_alerts.incident."
+
+
+def _supervised() -> bool:
+    from airflow.sdk.execution_time import task_runner
+
+    return getattr(task_runner, "SUPERVISOR_COMMS", None) is not None
+
+
+def airflow_run_url(dag_id: str, run_id: str) -> str:
+    """The DAG run's page in the Airflow UI (``[api] base_url``, as the task log links use)."""
+    from airflow.sdk.configuration import conf
+
+    base_url = conf.get("api", "base_url", fallback="http://localhost:8080/")
+    return f"{base_url.rstrip('/')}/dags/{dag_id}/runs/{quote(run_id)}"
+
+
+def task_states(dag_id: str, run_id: str) -> dict[str, str]:
+    """``{task_id: state}`` of one DAG run (state ``"none"`` for a task that never got one)."""
+    if _supervised():
+        from airflow.sdk.execution_time.task_runner import RuntimeTaskInstance
+
+        states = RuntimeTaskInstance.get_task_states(dag_id=dag_id, run_ids=[run_id]).get(run_id, {})
+    else:
+        from airflow.models.taskinstance import TaskInstance
+        from airflow.utils.session import create_session
+        from sqlalchemy import select
+
+        query = select(TaskInstance.task_id, TaskInstance.state).where(
+            TaskInstance.dag_id == dag_id, TaskInstance.run_id == run_id
+        )
+        with create_session() as session:
+            states = {task: state for task, state in session.execute(query)}
+    return {task: str(getattr(state, "value", state) or "none") for task, state in states.items()}
+
+
+def _key(dag_id: str) -> str:
+    return INCIDENT_PREFIX + dag_id
+
+
+def open_incident(dag_id: str, incident: dict[str, Any]) -> None:
+    """Remember that ``dag_id`` is failing (keeps the first failure's ``since`` while it stays open)."""
+    previous = get_incident(dag_id)
+    if previous and previous.get("since"):
+        incident = {**incident, "since": previous["since"]}
+    value = json.dumps(incident, sort_keys=True)
+    if _supervised():
+        from airflow.sdk import Variable
+
+        Variable.set(_key(dag_id), value, description="open lakehouse alert incident (closed by the next success)")
+    else:
+        from airflow.models.variable import Variable as VariableModel
+
+        VariableModel.set(_key(dag_id), value)
+
+
+def get_incident(dag_id: str) -> dict[str, Any] | None:
+    if _supervised():
+        from airflow.sdk import Variable
+
+        value = Variable.get(_key(dag_id), default=None)
+    else:
+        from airflow.models.variable import Variable as VariableModel
+
+        value = VariableModel.get(_key(dag_id), default_var=None)
+    return json.loads(value) if value else None
+
+
+def close_incident(dag_id: str) -> None:
+    if _supervised():
+        from airflow.sdk import Variable
+
+        Variable.delete(_key(dag_id))
+    else:
+        from airflow.models.variable import Variable as VariableModel
+
+        VariableModel.delete(_key(dag_id))
