@@ -119,4 +119,7 @@ def test_recovery_message_has_no_likely_cause():
         "silver failed for batch 2024-01-15 (timed out)",
     )
     assert likely_cause(recovered) is None
-    assert slack_message(recovered)["text"] == ":large_green_circle: [lakehouse][prod] RECOVERED ecommerce_lakehouse 2024-01-16"
+    assert (
+        slack_message(recovered)["text"]
+        == ":large_green_circle: [lakehouse][prod] RECOVERED ecommerce_lakehouse 2024-01-16"
+    )

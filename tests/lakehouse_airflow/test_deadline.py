@@ -26,7 +26,10 @@ CONTEXT = {
         "state": "running",
         "conf": {},
     },
-    "deadline": {"id": "0194f1e2-0000-7000-8000-000000000001", "deadline_time": datetime(2024, 1, 16, 7, 0, 5, tzinfo=UTC)},
+    "deadline": {
+        "id": "0194f1e2-0000-7000-8000-000000000001",
+        "deadline_time": datetime(2024, 1, 16, 7, 0, 5, tzinfo=UTC),
+    },
 }
 STATES = {"bronze": "success", "silver": "running", "gold": "none"}
 
@@ -43,14 +46,22 @@ def test_a_running_run_past_its_deadline_says_what_is_still_running():
     assert "Batch date: 2024-01-15\n" in body
     assert "Still running: silver\n" in body
     assert "Not started yet: gold\n" in body
-    assert "Detail: not finished by 2024-01-16 07:00:05 UTC (4 h after the run was queued at 2024-01-16 03:00:05 UTC)" in body
+    assert (
+        "Detail: not finished by 2024-01-16 07:00:05 UTC (4 h after the run was queued at 2024-01-16 03:00:05 UTC)"
+        in body
+    )
     assert "Likely cause: the pipeline is late: a task is slow, queued or stuck" in body
-    assert "Airflow run: http://localhost:8080/dags/ecommerce_lakehouse/runs/scheduled__2024-01-15T03%3A00%3A00%2B00%3A00" in body
+    assert (
+        "Airflow run: http://localhost:8080/dags/ecommerce_lakehouse/runs/scheduled__2024-01-15T03%3A00%3A00%2B00%3A00"
+        in body
+    )
     assert slack_message(facts)["text"].startswith(":alarm_clock: [lakehouse][prod] DEADLINE MISSED")
 
 
 def test_a_manual_reprocessing_run_names_the_batch_from_its_conf():
-    facts = deadline_facts(run_context(conf={"batch_date": "2023-12-01"}, logical_date=None), task_states={}, env="prod")
+    facts = deadline_facts(
+        run_context(conf={"batch_date": "2023-12-01"}, logical_date=None), task_states={}, env="prod"
+    )
     assert facts is not None and facts.batch_date == "2023-12-01"
 
 
@@ -61,9 +72,7 @@ def test_the_deadline_time_may_arrive_as_text():
 
 
 def test_a_run_that_finished_late_says_so():
-    facts = deadline_facts(
-        run_context(state="success", end_date="2024-01-16T07:12:00Z"), task_states={}, env="prod"
-    )
+    facts = deadline_facts(run_context(state="success", end_date="2024-01-16T07:12:00Z"), task_states={}, env="prod")
     assert facts is not None and "it finished late, at 2024-01-16 07:12:00 UTC" in (facts.detail or "")
 
 
@@ -96,6 +105,8 @@ def test_the_triggerer_imports_the_callback_from_the_installed_package(tmp_path)
         "print(fn.__module__)\n"
     )
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "AIRFLOW__CORE__DAGS_FOLDER")}
-    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, check=False)
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, check=False
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().endswith("lakehouse_airflow.alerts.deadline")
