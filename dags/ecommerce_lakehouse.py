@@ -11,7 +11,7 @@ Databricks runs in order, each the `lakehouse` entry point of our wheel for batc
 
 **Schedule**: daily at 03:00 UTC over the interval [D 03:00, D+1 03:00), processing batch D
 (the date of the logical date, which is the interval's start). A manual run processes
-`params.batch_date` if given, else its logical date's batch, else (no logical date) today's.
+`batch_date` from its conf if given, else its logical date's batch, else (no logical date) today's.
 Every job is idempotent per batch, so re-runs, retries and backfills
 (`airflow backfill create --dag-id ecommerce_lakehouse --from-date ... --to-date ...`) are safe.
 
@@ -39,7 +39,7 @@ from lakehouse_airflow.macros import batch_date, idempotency_token
 from lakehouse_airflow.payloads import LAYERS, submit_run_payload
 
 CONFIG = DeploymentConfig.from_env()
-BATCH_DATE = "{{ batch_date(params, logical_date, dag_run) }}"
+BATCH_DATE = "{{ batch_date(dag_run.conf, logical_date, dag_run.run_after) }}"
 TOKEN = "{{ idempotency_token(dag_run, task_instance) }}"
 # "gold must be done within N hours": measured from when the run is queued, so that backfills of
 # old batches are not late by construction (their logical dates are in the past).
@@ -63,7 +63,6 @@ DEADLINE = (
     max_active_runs=1,
     doc_md=__doc__,
     tags=["lakehouse", "databricks", CONFIG.env],
-    params={"batch_date": None},
     user_defined_macros={"batch_date": batch_date, "idempotency_token": idempotency_token},
     deadline=DEADLINE,
     on_failure_callback=LakehouseAlertNotifier(Kind.DAG_FAILED),  # one summary per failed run

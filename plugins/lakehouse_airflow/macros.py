@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from datetime import date, datetime
 from typing import Any
 
 
-def batch_date(params: Any, logical_date: datetime | None, dag_run: Any) -> str:
+def batch_date(conf: Mapping[str, Any] | None, logical_date: datetime | None, run_after: datetime | None) -> str:
     """The landing batch (``YYYY-MM-DD``) a run processes.
 
-    1. ``params.batch_date`` when given (manual runs: "reprocess 2024-01-15");
+    1. ``batch_date`` in the run's conf when given (manual runs: "reprocess 2024-01-15",
+       ``airflow dags trigger ecommerce_lakehouse --conf '{"batch_date": "2024-01-15"}'``). Not a
+       DAG ``param``: the Databricks operator forwards every DAG param to a wheel task as a named
+       parameter (``--batch_date=...``), which the entry point does not take;
     2. the date of the logical date: a scheduled run's logical date is the start of its interval
        [D 03:00, D+1 03:00), so it processes batch D once the day is complete; a backfill over a
        date range processes each day's batch; ``airflow dags test <dag> 2024-01-15`` processes
@@ -18,13 +22,12 @@ def batch_date(params: Any, logical_date: datetime | None, dag_run: Any) -> str:
        is inferred as the one *ending* at its logical date);
     3. a manual run without a logical date (Airflow 3 allows it): the batch of the day it runs.
     """
-    explicit = (params or {}).get("batch_date")
+    explicit = (conf or {}).get("batch_date")
     if explicit:
         return date.fromisoformat(str(explicit)).isoformat()
     if logical_date is not None:
         return logical_date.date().isoformat()
-    run_after = getattr(dag_run, "run_after", None) or datetime.now()
-    return run_after.date().isoformat()
+    return (run_after or datetime.now()).date().isoformat()
 
 
 def idempotency_token(dag_run: Any, task_instance: Any) -> str:

@@ -60,13 +60,14 @@ def _close_incidents() -> None:
     Variable.delete("lakehouse_alerts.incident.ecommerce_lakehouse")
 
 
-def run_dag(batch: date):
+def run_dag(batch: date | None, conf: dict | None = None):
     from airflow.dag_processing.dagbag import BundleDagBag
 
     bag = BundleDagBag(dag_folder=str(REPO_ROOT / "dags"), bundle_path=REPO_ROOT / "dags", bundle_name="dags-folder")
     assert bag.import_errors == {}
     dag = bag.dags["ecommerce_lakehouse"]
-    return dag.test(logical_date=datetime(batch.year, batch.month, batch.day, 3, tzinfo=UTC))
+    logical_date = datetime(batch.year, batch.month, batch.day, 3, tzinfo=UTC) if batch else None
+    return dag.test(logical_date=logical_date, run_conf=conf)
 
 
 def counts(tables: Path) -> dict[str, int]:
@@ -96,6 +97,21 @@ def test_dag_runs_the_three_layers_through_the_local_jobs_api(lakehouse):
     assert page.status_code == 200 and "gold" in page.text
     ti = dag_run.get_task_instance("gold")
     assert ti.state == "success"
+
+
+def test_a_manual_run_reprocesses_the_batch_named_in_its_conf(lakehouse):
+    """No logical date, ``{"batch_date": ...}`` in the conf: every layer gets that batch, and the
+    wheel task gets only its own arguments (a DAG param would be forwarded as ``--batch_date=``)."""
+    api, tables = lakehouse
+    dag_run = run_dag(None, conf={"batch_date": BATCH.isoformat()})
+    assert str(dag_run.state) in ("success", "DagRunState.SUCCESS")
+    runs = requests.get(
+        f"{api.base_url}/api/2.2/jobs/runs/list", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=5
+    ).json()["runs"]
+    assert sorted(r["run_name"] for r in runs) == [
+        f"lakehouse-local-{layer}-{BATCH}" for layer in ("bronze", "gold", "silver")
+    ]
+    assert counts(tables)["gold.fact_sales"] > 500
 
 
 def test_a_task_failing_once_is_retried_and_leaves_no_duplicates(lakehouse, tmp_path):

@@ -45,8 +45,25 @@ def test_policy_retries_timeouts_owner_tags_docs(dagbag):
         assert task.execution_timeout is not None and task.execution_timeout > timedelta(0)
         assert task.task_type == "DatabricksSubmitRunOperator"
         assert task.json["tasks"][0]["python_wheel_task"]["entry_point"] == "lakehouse"
-        assert "batch_date(params, logical_date, dag_run)" in task.json["run_name"]
+        assert "batch_date(dag_run.conf, logical_date, dag_run.run_after)" in task.json["run_name"]
         assert "idempotency_token(dag_run, task_instance)" in task.json["idempotency_token"]
+
+
+def test_alerting_is_wired(dagbag):
+    """Task failures and retries, run failure and recovery, and a deadline on the whole run."""
+    from lakehouse_airflow.alerts.messages import Kind
+    from lakehouse_airflow.alerts.notifier import LakehouseAlertNotifier
+
+    dag = dagbag.dags["ecommerce_lakehouse"]
+    assert dag.on_failure_callback.kind is Kind.DAG_FAILED
+    assert dag.on_success_callback.kind is Kind.RECOVERED
+    for task in dag.tasks:
+        assert [n.kind for n in task.on_failure_callback if isinstance(n, LakehouseAlertNotifier)] == [Kind.FAILED]
+        assert [n.kind for n in task.on_retry_callback if isinstance(n, LakehouseAlertNotifier)] == [Kind.RETRY]
+    [deadline] = dag.deadline
+    assert deadline.interval == timedelta(hours=4)
+    assert type(deadline.reference).__name__ == "DagRunQueuedAtDeadline"
+    assert deadline.callback.path == "lakehouse_airflow.alerts.deadline.deadline_missed"
 
 
 def test_dag_serialises(dagbag):

@@ -66,14 +66,15 @@ def _render(template: str, **context) -> str:
 
 
 def test_batch_date_template_renders_for_scheduled_manual_and_dateless_runs():
-    template = "{{ batch_date(params, logical_date, dag_run) }}"
-    run = SimpleNamespace(run_after=datetime(2024, 3, 2, 9, 30, tzinfo=UTC))
+    template = "{{ batch_date(dag_run.conf, logical_date, dag_run.run_after) }}"
+    after = datetime(2024, 3, 2, 9, 30, tzinfo=UTC)
+    run = lambda conf: SimpleNamespace(conf=conf, run_after=after)  # noqa: E731
     scheduled = datetime(2024, 1, 15, 3, tzinfo=UTC)
-    assert _render(template, params={"batch_date": None}, logical_date=scheduled, dag_run=run) == "2024-01-15"
-    assert _render(template, params={"batch_date": "2023-12-31"}, logical_date=scheduled, dag_run=run) == "2023-12-31"
-    assert _render(template, params={}, logical_date=None, dag_run=run) == "2024-03-02"
+    assert _render(template, logical_date=scheduled, dag_run=run({})) == "2024-01-15"
+    assert _render(template, logical_date=scheduled, dag_run=run({"batch_date": "2023-12-31"})) == "2023-12-31"
+    assert _render(template, logical_date=None, dag_run=run(None)) == "2024-03-02"
     with pytest.raises(ValueError, match="Invalid isoformat"):
-        _render(template, params={"batch_date": "15/01/2024"}, logical_date=None, dag_run=run)
+        _render(template, logical_date=None, dag_run=run({"batch_date": "15/01/2024"}))
 
 
 def test_idempotency_token_is_stable_per_try_and_new_per_retry():

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from datetime import datetime
-from types import SimpleNamespace
 from typing import Any
 
 from lakehouse_airflow.alerts import runstate
@@ -61,7 +60,7 @@ def deadline_facts(context: dict[str, Any], *, task_states: dict[str, str], env:
         kind=Kind.DEADLINE,
         env=env,
         dag_id=run["dag_id"],
-        batch_date=batch_date(run.get("conf"), _when(run.get("logical_date")), SimpleNamespace(run_after=run_after)),
+        batch_date=batch_date(run.get("conf"), _when(run.get("logical_date")), run_after),
         running_tasks=tuple(t for t, s in task_states.items() if s in RUNNING_STATES),
         failed_tasks=tuple(t for t, s in task_states.items() if s == "failed"),
         airflow_run_url=runstate.airflow_run_url(run["dag_id"], run["dag_run_id"]),

@@ -66,7 +66,7 @@ def facts_from_context(context: Any, kind: Kind) -> AlertFacts:
         kind=kind,
         env=DeploymentConfig.from_env().env,
         dag_id=dag_run.dag_id,
-        batch_date=batch_date(context.get("params"), context.get("logical_date"), dag_run),
+        batch_date=batch_date(dag_run.conf, context.get("logical_date"), dag_run.run_after),
         task_id=ti.task_id,
         try_number=ti.try_number,
         max_tries=(task.retries or 0) + 1,
@@ -94,7 +94,7 @@ def dag_run_facts(context: Any, kind: Kind) -> AlertFacts:
         kind=kind,
         env=DeploymentConfig.from_env().env,
         dag_id=dag_id,
-        batch_date=batch_date(context.get("params"), context.get("logical_date"), dag_run)
+        batch_date=batch_date(dag_run.conf, context.get("logical_date"), dag_run.run_after)
         if dag_run is not None
         else "unknown batch",
         # a run that was never queued is a dag.test() run, whose start_date is its logical date
