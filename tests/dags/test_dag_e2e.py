@@ -226,3 +226,32 @@ def test_an_expectation_failure_alert_carries_the_dq_summary(lakehouse, monkeypa
     assert "Data quality:\ndata quality check failed for crm_sales_details" in text
     assert "sales_equals_quantity_times_price" in text and "BREACHED" in text
     assert "BREACHED" in slack.posts[0]["blocks"][-1]["text"]["text"]
+
+
+def test_broken_receivers_change_no_outcome(lakehouse, monkeypatch, alert_connections, caplog):
+    """SMTP refusing connections and the webhook answering 500: the failed run stays failed with
+    the same tries, the next run still succeeds, and each lost alert is logged with its reason."""
+    api, _tables = lakehouse
+    _smtp, slack = alert_connections
+    slack.status = 500
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_SMTP_DEFAULT",
+        '{"conn_type": "smtp", "host": "127.0.0.1", "port": 1, "extra": {"disable_ssl": true, "disable_tls": true}}',
+    )
+    monkeypatch.setenv("LAKEHOUSE_RETRIES", "0")
+    api.faults.replace([{"task": "bronze", "action": "fail", "times": 1, "message": "cluster lost"}])
+    failed = run_dag(BATCH)
+    assert str(failed.state) in ("failed", "DagRunState.FAILED")
+    bronze = failed.get_task_instance("bronze")
+    assert (str(bronze.state), bronze.try_number) in (("failed", 1), ("TaskInstanceState.FAILED", 1))
+    assert str(failed.get_task_instance("gold").state) in ("upstream_failed", "TaskInstanceState.UPSTREAM_FAILED")
+    assert str(run_dag(BATCH).state) in ("success", "DagRunState.SUCCESS")
+    lost = [r.getMessage() for r in caplog.records if "could not be delivered" in r.getMessage()]
+    for subject in (
+        f"FAILED bronze {BATCH}",
+        f"DAG FAILED ecommerce_lakehouse {BATCH}",
+        "RECOVERED ecommerce_lakehouse",
+    ):
+        assert any(subject in m and "alert email" in m for m in lost), subject
+        assert any(subject in m and "alert Slack message" in m for m in lost), subject
+    assert len(slack.posts) == 3  # each Slack alert was attempted once, and answered 500
