@@ -49,8 +49,10 @@ class LocalJobsApi:
         max_concurrent_runs: int = 4,
         workdir: Path | None = None,
         env: dict[str, str] | None = None,
+        public_url: str | None = None,
     ) -> None:
         self.state_dir = state_dir
+        self.public_url = public_url  # where a browser reaches the run pages (e.g. behind a port mapping)
         self.token = token
         self.store = RunStore(state_dir / "runs.sqlite")
         self.faults = FaultRules()
@@ -70,6 +72,10 @@ class LocalJobsApi:
     @property
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def page_url(self) -> str:
+        return (self.public_url or self.base_url).rstrip("/")
 
     def _recover(self) -> None:
         """After a restart: queued runs are started again; runs that were executing lost their process."""
@@ -180,7 +186,7 @@ class LocalJobsApi:
             "state": state,
             "status": _status(run),
             "tasks": tasks,
-            "run_page_url": f"{self.base_url}/runs/{run['run_id']}",
+            "run_page_url": f"{self.page_url}/runs/{run['run_id']}",
             "start_time": run["start_time"] or 0,
             "end_time": run["end_time"] or 0,
             "setup_duration": 0,
@@ -202,7 +208,7 @@ class LocalJobsApi:
             "task_key": task["task_key"],
             "state": state,
             "status": _status(task),
-            "run_page_url": f"{self.base_url}/runs/{parent['run_id']}#task-{task['task_key']}",
+            "run_page_url": f"{self.page_url}/runs/{parent['run_id']}#task-{task['task_key']}",
             "start_time": task["start_time"] or 0,
             "end_time": task["end_time"] or 0,
             "execution_duration": _duration(task),
@@ -339,7 +345,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(data)
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lakehouse-jobs-api", description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8765, help="0 = any free port")
@@ -349,7 +355,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--max-concurrent-runs", type=int, default=4)
     parser.add_argument("--faults", help="JSON file with fault rules (see local_databricks/faults.py)")
-    args = parser.parse_args(argv)
+    parser.add_argument(
+        "--public-url", help="base of the run page URLs a browser follows (default: http://127.0.0.1:<port>)"
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     import os
 
@@ -359,6 +372,7 @@ def main(argv: list[str] | None = None) -> int:
         port=args.port,
         token=args.token or os.environ.get("LOCAL_DATABRICKS_TOKEN", DEFAULT_TOKEN),
         max_concurrent_runs=args.max_concurrent_runs,
+        public_url=args.public_url,
     )
     if args.faults:
         api.faults.replace(json.loads(Path(args.faults).read_text()))

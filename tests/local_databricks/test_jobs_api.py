@@ -185,3 +185,21 @@ def test_state_survives_a_restart(tmp_path):
         assert "restarted" in lost["state_message"]
     finally:
         again.stop()
+
+
+def test_run_pages_can_be_linked_at_a_public_url(tmp_path):
+    """Behind a port mapping (docker compose) the browser reaches the service at another address."""
+    api = LocalJobsApi(state_dir=tmp_path / "state", token=TOKEN, public_url="http://localhost:18765/").start()
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    try:
+        run_id = requests.post(
+            f"{api.base_url}/api/2.2/jobs/runs/submit",
+            json={"tasks": [python_task("t", script(tmp_path, "ok.py", "print(1)\n"))]},
+            headers=headers,
+            timeout=5,
+        ).json()["run_id"]
+        run = requests.get(f"{api.base_url}/api/2.2/jobs/runs/get?run_id={run_id}", headers=headers, timeout=5).json()
+        assert run["run_page_url"] == f"http://localhost:18765/runs/{run_id}"
+        assert run["tasks"][0]["run_page_url"].startswith(f"http://localhost:18765/runs/{run_id}#task-")
+    finally:
+        api.stop()
