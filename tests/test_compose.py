@@ -108,6 +108,7 @@ def test_sample_data_command_is_one_the_cli_accepts():
 def test_deployment_and_alert_settings_resolve():
     from lakehouse_airflow.alerts.delivery import AlertConfig
     from lakehouse_airflow.config import DeploymentConfig
+
     from spark_jobs.settings import Settings
 
     settings = env("airflow-scheduler")
@@ -121,7 +122,9 @@ def test_deployment_and_alert_settings_resolve():
 def test_every_lakehouse_variable_is_read_by_the_code(service):
     """A mistyped LAKEHOUSE_* name would silently fall back to a default."""
     source = "\n".join(
-        p.read_text() for folder in ("spark_jobs", "plugins", "local_databricks") for p in (REPO_ROOT / folder).rglob("*.py")
+        p.read_text()
+        for folder in ("spark_jobs", "plugins", "local_databricks")
+        for p in (REPO_ROOT / folder).rglob("*.py")
     )
     for key in env(service):
         if key.startswith(("LAKEHOUSE_", "LOCAL_DATABRICKS_")):
