@@ -110,13 +110,10 @@ def test_dag_failure_and_deadline_messages():
 
 
 def test_recovery_message_has_no_likely_cause():
-    recovered = AlertFacts(
-        kind=Kind.RECOVERED,
-        env="prod",
-        dag_id="ecommerce_lakehouse",
-        batch_date="2024-01-16",
-        detail="ecommerce_lakehouse succeeded for batch 2024-01-16; it was failing since 2024-01-16 03:10 UTC: "
-        "silver failed for batch 2024-01-15 (timed out)",
+    """Its detail quotes the earlier failure, whose words must not read as the cause of anything now."""
+    detail = "ecommerce_lakehouse succeeded for batch 2024-01-16; it was failing since 2024-01-16 03:10 UTC"
+    recovered = failed(
+        kind=Kind.RECOVERED, task_id=None, batch_date="2024-01-16", error=None, detail=detail + " (timed out)"
     )
     assert likely_cause(recovered) is None
     assert (
