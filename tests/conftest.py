@@ -8,6 +8,7 @@ Spark, used to prove the transforms have the same semantics on real Spark; tests
 from __future__ import annotations
 
 import email
+import email.policy
 import json
 import logging
 import os
@@ -63,6 +64,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=os.environ.get("LAKEHOUSE_TEST_ENGINE", Engine.SAIL.value),
         help="Spark engine for the tests (default: sail)",
     )
+
+
+@pytest.fixture(scope="session")
+def airflow_db() -> None:
+    """A fresh Airflow metadata DB (PostgreSQL or SQLite, see above), once per test run."""
+    from airflow.utils import db
+
+    db.resetdb()
 
 
 @pytest.fixture(scope="session")
@@ -142,7 +151,8 @@ def smtp_receiver() -> Iterator[SmtpReceiver]:
 
     class Handler:
         async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-            receiver.messages.append(email.message_from_bytes(envelope.content))
+            # policy=default: headers come back decoded and unfolded, as a mail client shows them
+            receiver.messages.append(email.message_from_bytes(envelope.content, policy=email.policy.default))
             return "250 OK"
 
     controller = Controller(Handler(), hostname="127.0.0.1", port=receiver.port)

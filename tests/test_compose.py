@@ -66,6 +66,11 @@ def test_airflow_settings_are_real_airflow_options_and_agree_with_each_other():
     assert mounts[settings["AIRFLOW__CORE__DAGS_FOLDER"]] == "./dags"
     assert settings["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"].startswith("http://airflow-apiserver:8080/")
     assert "postgres:5432" in settings["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]
+    # shared secrets: execution API tokens, and what one component encrypts another decrypts
+    from cryptography.fernet import Fernet
+
+    assert settings["AIRFLOW__API_AUTH__JWT_SECRET"]
+    Fernet(settings["AIRFLOW__CORE__FERNET_KEY"].encode())  # a valid key
 
 
 def test_connections_point_at_the_local_services():

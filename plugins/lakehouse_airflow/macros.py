@@ -30,6 +30,15 @@ def batch_date(conf: Mapping[str, Any] | None, logical_date: datetime | None, ru
     return (run_after or datetime.now()).date().isoformat()
 
 
+def batch_label(conf: Mapping[str, Any] | None, logical_date: datetime | None, run_after: datetime | None) -> str:
+    """:func:`batch_date` for alerts, which must go out even when the conf is wrong (that is
+    often why a run failed): an invalid ``batch_date`` is named instead of raising."""
+    try:
+        return batch_date(conf, logical_date, run_after)
+    except (TypeError, ValueError):
+        return f"invalid batch_date {(conf or {}).get('batch_date')!r}"
+
+
 def idempotency_token(dag_run: Any, task_instance: Any) -> str:
     """Stable for one try of one task of one DAG run; new for the next try.
 

@@ -20,13 +20,6 @@ BATCH = date(2024, 1, 15)
 TOKEN = "e2e-token"
 
 
-@pytest.fixture(scope="module")
-def airflow_db():
-    from airflow.utils import db
-
-    db.resetdb()
-
-
 @pytest.fixture
 def lakehouse(tmp_path, monkeypatch, airflow_db):
     from spark_jobs.sample_data import generate
@@ -54,10 +47,10 @@ def lakehouse(tmp_path, monkeypatch, airflow_db):
 
 
 def _close_incidents() -> None:
-    """Each test starts with no open alert incident (the register is an Airflow Variable)."""
+    """Each test starts with no open alert incident (the register is an Airflow Variable per batch)."""
     from airflow.models.variable import Variable
 
-    Variable.delete("lakehouse_alerts.incident.ecommerce_lakehouse")
+    Variable.delete(f"lakehouse_alerts.incident.ecommerce_lakehouse.{BATCH}")
 
 
 def run_dag(batch: date | None, conf: dict | None = None):
@@ -203,8 +196,8 @@ def test_the_next_success_after_a_failed_run_says_recovered_once(lakehouse, monk
         f"[lakehouse][local] RECOVERED ecommerce_lakehouse {BATCH}",
     ]
     recovered = _text(smtp.messages[2])
-    assert f"ecommerce_lakehouse succeeded for batch {BATCH}; it was failing since " in recovered
-    assert f"gold failed for batch {BATCH}" in recovered
+    assert f"Detail: batch {BATCH} succeeded again; it had been failing since " in recovered
+    assert "(gold failed)\n" in recovered
     assert slack.posts[2]["text"].startswith(":large_green_circle: [lakehouse][local] RECOVERED")
 
 
@@ -255,3 +248,16 @@ def test_broken_receivers_change_no_outcome(lakehouse, monkeypatch, alert_connec
         assert any(subject in m and "alert email" in m for m in lost), subject
         assert any(subject in m and "alert Slack message" in m for m in lost), subject
     assert len(slack.posts) == 3  # each Slack alert was attempted once, and answered 500
+
+
+def test_an_invalid_batch_date_in_the_conf_still_alerts(lakehouse, monkeypatch, alert_connections):
+    """The templates cannot render, so the task fails before any Databricks run; the alerts say why."""
+    smtp, _slack = alert_connections
+    monkeypatch.setenv("LAKEHOUSE_RETRIES", "0")
+    dag_run = run_dag(None, conf={"batch_date": "15/01/2024"})
+    assert str(dag_run.state) in ("failed", "DagRunState.FAILED")
+    assert [m["Subject"] for m in smtp.messages] == [
+        "[lakehouse][local] FAILED bronze invalid batch_date '15/01/2024'",
+        "[lakehouse][local] DAG FAILED ecommerce_lakehouse invalid batch_date '15/01/2024'",
+    ]
+    assert "Invalid isoformat string: '15/01/2024'" in _text(smtp.messages[0])

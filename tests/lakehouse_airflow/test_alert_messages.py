@@ -70,6 +70,13 @@ def test_long_errors_are_cut_and_secrets_redacted():
     body = text_body(failed(error=error))
     assert "line 11" in body and "line 12" not in body and "(29 more lines)" in body
     assert redact("token=abc.def password: hunter2 Bearer xyz dapi0123") == "token=*** password: *** Bearer *** dapi***"
+    assert (
+        redact('postgresql://etl:s3cr3t@db/x {"password": "pw"} https://hooks.slack.com/services/T0/B0/XyZ')
+        == 'postgresql://etl:***@db/x {"password": "***"} https://hooks.slack.com/services/***'
+    )
+    assert redact("http://127.0.0.1:8765/runs/3") == "http://127.0.0.1:8765/runs/3"
+    detail = "could not connect to smtp://alerts:hunter2@mail:25"
+    assert "hunter2" not in text_body(failed(detail=detail, error=None)) + html_body(failed(detail=detail))
 
 
 def test_html_escapes_and_links():

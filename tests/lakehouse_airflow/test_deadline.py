@@ -81,6 +81,16 @@ def test_a_run_that_had_already_failed_is_not_reported_again():
     assert deadline_facts(run_context(state="failed"), task_states={"bronze": "failed"}, env="prod") is None
 
 
+def test_backfill_runs_have_no_deadline_alert():
+    """A backfill queues all its runs at once and runs them one by one: late by construction."""
+    assert deadline_facts(run_context(run_type="backfill"), task_states=STATES, env="prod") is None
+
+
+def test_an_invalid_batch_date_in_the_conf_is_named_not_raised():
+    facts = deadline_facts(run_context(conf={"batch_date": "yesterday"}), task_states=STATES, env="prod")
+    assert facts is not None and facts.batch_date == "invalid batch_date 'yesterday'"
+
+
 def test_the_callback_is_awaitable_and_never_raises_without_receivers(caplog):
     """No SMTP/Slack connection configured: the alert goes to the log; task states unavailable
     outside Airflow's processes: the alert still goes out, without them."""

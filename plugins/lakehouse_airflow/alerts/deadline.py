@@ -7,6 +7,7 @@ package. Its context is not a task's: ``{"dag_run": <the DAG run as the REST API
 "deadline": {"id": ..., "deadline_time": ...}}``.
 
 A run that already *failed* before its deadline is not reported again: its failure alerts said it.
+Backfill runs are not reported either: they are all queued at once and run one after another.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from lakehouse_airflow.alerts import runstate
 from lakehouse_airflow.alerts.delivery import AlertConfig, deliver
 from lakehouse_airflow.alerts.messages import AlertFacts, Kind
 from lakehouse_airflow.config import DeploymentConfig
-from lakehouse_airflow.macros import batch_date
+from lakehouse_airflow.macros import batch_label
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +46,12 @@ def deadline_facts(context: dict[str, Any], *, task_states: dict[str, str], env:
     deadline_time = _when(context.get("deadline", {}).get("deadline_time"))
     queued_at = _when(run.get("queued_at"))
     if state == "failed":
-        log.info("deadline of %s passed after the run had failed: its failure alerts already went out", run)
+        log.info("deadline of %s passed after the run had failed: its failure alerts went out", run.get("dag_run_id"))
+        return None
+    if run.get("run_type") == "backfill":
+        # A backfill queues all its runs at once and runs them one by one: the later ones are
+        # "late" by construction. Nobody waits for them at a deadline; failures still alert.
+        log.info("deadline of backfill run %s passed: not alerted", run.get("dag_run_id"))
         return None
     detail = f"not finished by {_fmt(deadline_time)}"
     if deadline_time and queued_at:
@@ -60,7 +66,7 @@ def deadline_facts(context: dict[str, Any], *, task_states: dict[str, str], env:
         kind=Kind.DEADLINE,
         env=env,
         dag_id=run["dag_id"],
-        batch_date=batch_date(run.get("conf"), _when(run.get("logical_date")), run_after),
+        batch_date=batch_label(run.get("conf"), _when(run.get("logical_date")), run_after),
         running_tasks=tuple(t for t, s in task_states.items() if s in RUNNING_STATES),
         failed_tasks=tuple(t for t, s in task_states.items() if s == "failed"),
         airflow_run_url=runstate.airflow_run_url(run["dag_id"], run["dag_run_id"]),

@@ -13,7 +13,13 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 MAX_ERROR_LINES = 12
-_SECRET = re.compile(r"(?i)(bearer\s+|token[=:]\s*|password[=:]\s*|dapi)[A-Za-z0-9._\-]+")
+_SECRETS = [
+    # bearer tokens, key=value / key: value credentials, Databricks personal access tokens
+    (re.compile(r"(?i)(bearer\s+|token[=:]\s*|password[=:]\s*|secret[=:]\s*|dapi)[A-Za-z0-9._\-]+"), r"\1***"),
+    (re.compile(r"(?i)(\"(?:password|token|secret|access_token)\"\s*:\s*\")[^\"]*(\")"), r"\1***\2"),  # JSON
+    (re.compile(r"(://[^/\s:@]*:)[^@\s/]+(@)"), r"\1***\2"),  # user:password@ in URIs
+    (re.compile(r"(?i)(hooks\.slack\.com/services/)[A-Za-z0-9/_\-]+"), r"\1***"),  # Slack webhook URLs
+]
 
 
 class Kind(StrEnum):
@@ -50,8 +56,11 @@ class AlertFacts:
 
 
 def redact(text: str) -> str:
-    """Remove things that look like credentials (bearer tokens, Databricks PATs, passwords)."""
-    return _SECRET.sub(lambda m: m.group(1) + "***", text)
+    """Remove things that look like credentials (bearer tokens, Databricks PATs, passwords in
+    key=value, JSON or URI form, Slack webhook URLs)."""
+    for pattern, replacement in _SECRETS:
+        text = pattern.sub(replacement, text)
+    return text
 
 
 def error_excerpt(error: str | None, max_lines: int = MAX_ERROR_LINES) -> str | None:
@@ -129,7 +138,7 @@ def _lines(facts: AlertFacts) -> list[tuple[str, str]]:
     if facts.airflow_run_url:
         rows.append(("Airflow run", facts.airflow_run_url))
     rows.extend(facts.extra.items())
-    return rows
+    return [(k, redact(v)) for k, v in rows]
 
 
 def text_body(facts: AlertFacts) -> str:

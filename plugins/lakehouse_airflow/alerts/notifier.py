@@ -4,7 +4,11 @@ Task level: ``on_failure_callback`` runs only after the final try, so one real f
 email and one Slack message; ``on_retry_callback`` posts a quiet Slack note only with
 ``LAKEHOUSE_ALERT_ON_RETRY=true``.
 DAG level: a failed run sends one summary (failed tasks, tasks not run because of them) and opens
-an incident; the next successful run closes it and sends "recovered" (``LAKEHOUSE_ALERT_ON_RECOVERY``).
+an incident for its batch; the next successful run of that batch closes it and sends "recovered"
+(``LAKEHOUSE_ALERT_ON_RECOVERY``).
+
+An alert always goes out: when its context lacks something (or holds something invalid, like a
+wrong ``batch_date`` in the conf), the alert says so instead of being dropped.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from lakehouse_airflow.alerts import runstate
 from lakehouse_airflow.alerts.delivery import AlertConfig, deliver
 from lakehouse_airflow.alerts.messages import AlertFacts, Kind
 from lakehouse_airflow.config import DeploymentConfig
-from lakehouse_airflow.macros import batch_date
+from lakehouse_airflow.macros import batch_label
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +56,17 @@ def _seconds_since(started: datetime | None) -> float | None:
     return (datetime.now(UTC) - started).total_seconds() if started else None
 
 
+def _run_duration(dag_run: Any) -> float | None:
+    """Seconds since the run started. A run cannot start before it is due (``run_after``), except
+    under ``dag.test()``, which sets ``start_date`` to the logical date: no duration there."""
+    started, due = getattr(dag_run, "start_date", None), getattr(dag_run, "run_after", None)
+    return _seconds_since(started) if started and (due is None or started >= due) else None
+
+
+def _batch(context: Any, dag_run: Any) -> str:
+    return batch_label(getattr(dag_run, "conf", None), context.get("logical_date"), getattr(dag_run, "run_after", None))
+
+
 def facts_from_context(context: Any, kind: Kind) -> AlertFacts:
     """A task's alert (``FAILED``, ``RETRY``) from a task callback's context."""
     ti, task, dag_run = context["ti"], context["task"], context["dag_run"]
@@ -66,7 +81,7 @@ def facts_from_context(context: Any, kind: Kind) -> AlertFacts:
         kind=kind,
         env=DeploymentConfig.from_env().env,
         dag_id=dag_run.dag_id,
-        batch_date=batch_date(dag_run.conf, context.get("logical_date"), dag_run.run_after),
+        batch_date=_batch(context, dag_run),
         task_id=ti.task_id,
         try_number=ti.try_number,
         max_tries=(task.retries or 0) + 1,
@@ -78,6 +93,14 @@ def facts_from_context(context: Any, kind: Kind) -> AlertFacts:
     )
 
 
+def _ids(context: Any) -> tuple[str, str]:
+    """(dag_id, run_id): a DAG callback without a relevant task has only ``dag`` and ``run_id``."""
+    dag_run = context.get("dag_run")
+    if dag_run is not None:
+        return dag_run.dag_id, dag_run.run_id
+    return context["dag"].dag_id, context["run_id"]
+
+
 def dag_run_facts(context: Any, kind: Kind) -> AlertFacts:
     """A DAG run's alert (``DAG_FAILED`` summary, ``RECOVERED``) from a DAG callback's context.
 
@@ -85,34 +108,71 @@ def dag_run_facts(context: Any, kind: Kind) -> AlertFacts:
     no such task (a deadlocked run) it has only ``dag`` and ``run_id``.
     """
     dag_run = context.get("dag_run")
-    dag_id = dag_run.dag_id if dag_run is not None else context["dag"].dag_id
-    run_id = dag_run.run_id if dag_run is not None else context["run_id"]
-    states = runstate.task_states(dag_id, run_id)
+    dag_id, run_id = _ids(context)
+    states = runstate.task_states(dag_id, run_id) if kind is Kind.DAG_FAILED else {}
     failed = tuple(t for t, s in states.items() if s in FAILED_STATES)
     ti = context.get("ti")
     return AlertFacts(
         kind=kind,
         env=DeploymentConfig.from_env().env,
         dag_id=dag_id,
-        batch_date=batch_date(dag_run.conf, context.get("logical_date"), dag_run.run_after)
-        if dag_run is not None
-        else "unknown batch",
-        # a run that was never queued is a dag.test() run, whose start_date is its logical date
-        duration_seconds=_seconds_since(dag_run.start_date) if getattr(dag_run, "queued_at", None) else None,
-        failed_tasks=failed if kind is Kind.DAG_FAILED else (),
-        skipped_tasks=tuple(t for t, s in states.items() if s in NOT_RUN_STATES) if kind is Kind.DAG_FAILED else (),
+        batch_date=_batch(context, dag_run) if dag_run is not None else "unknown batch",
+        duration_seconds=_run_duration(dag_run),
+        failed_tasks=failed,
+        skipped_tasks=tuple(t for t, s in states.items() if s in NOT_RUN_STATES),
         log_url=getattr(ti, "log_url", None) if ti is not None and ti.task_id in failed else None,
         airflow_run_url=runstate.airflow_run_url(dag_id, run_id),
         detail=f"run {run_id} ended: {context.get('reason') or kind.value.lower()}",
     )
 
 
-def _with_recovery(facts: AlertFacts, incident: dict[str, Any]) -> AlertFacts:
-    failing = f"failing since {incident.get('since', '?')}: {', '.join(incident.get('failed_tasks', [])) or '?'}"
-    failing += f" failed for batch {incident.get('batch_date', '?')}"
-    if incident.get("batch_date") != facts.batch_date:
-        failing += f" (batch {incident.get('batch_date')} has not succeeded since: re-run it)"
-    return replace(facts, detail=f"{facts.dag_id} succeeded for batch {facts.batch_date}; it was {failing}")
+def fallback_facts(context: Any, kind: Kind, exc: Exception) -> AlertFacts:
+    """What can still be said when the full alert could not be built."""
+    try:
+        dag_id, run_id = _ids(context)
+        url: str | None = runstate.airflow_run_url(dag_id, run_id)
+    except Exception:
+        dag_id, url = "unknown DAG", None
+    ti = context.get("ti")
+    return AlertFacts(
+        kind=kind,
+        env=DeploymentConfig.from_env().env,
+        dag_id=dag_id,
+        batch_date="unknown batch",
+        task_id=getattr(ti, "task_id", None) if kind in (Kind.FAILED, Kind.RETRY) else None,
+        log_url=getattr(ti, "log_url", None),
+        airflow_run_url=url,
+        detail=f"this alert could not be built in full ({type(exc).__name__}: {exc}): see the Airflow run",
+    )
+
+
+def _recovery(facts: AlertFacts, config: AlertConfig) -> AlertFacts | None:
+    """The "recovered" alert if this batch had an open incident (closing it), else None."""
+    try:
+        incident = runstate.get_incident(facts.dag_id, facts.batch_date)
+        if incident is None:  # a success after a success: nothing to say
+            return None
+        runstate.close_incident(facts.dag_id, facts.batch_date)
+    except Exception:
+        log.exception("could not read or close the alert incident of %s %s", facts.dag_id, facts.batch_date)
+        return None
+    if not config.notify_on_recovery:
+        return None
+    failed = ", ".join(incident.get("failed_tasks", [])) or "?"
+    detail = f"batch {facts.batch_date} succeeded again; it had been failing since {incident.get('since', '?')}"
+    return replace(
+        facts, detail=f"{detail} ({failed} failed)" + (f"; {incident['note']}" if "note" in incident else "")
+    )
+
+
+def _open_incident(facts: AlertFacts) -> None:
+    since = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    try:
+        runstate.open_incident(
+            facts.dag_id, facts.batch_date, {"failed_tasks": list(facts.failed_tasks), "since": since}
+        )
+    except Exception:
+        log.exception("could not record the alert incident of %s %s", facts.dag_id, facts.batch_date)
 
 
 class LakehouseAlertNotifier(BaseNotifier):
@@ -131,32 +191,23 @@ class LakehouseAlertNotifier(BaseNotifier):
 
     def notify(self, context: Any) -> None:
         config = AlertConfig.from_env()
-        try:
-            facts = self._facts(context, config)
-        except Exception:
-            log.exception("could not build the %s alert", self.kind.value)
-            return
-        if facts is None:
-            return
         if self.kind is Kind.RETRY:
+            if not config.notify_on_retry:
+                return
             config = replace(config, channels=("slack",))
+        try:
+            if self.kind in (Kind.FAILED, Kind.RETRY):
+                facts = facts_from_context(context, self.kind)
+            else:
+                facts = dag_run_facts(context, self.kind)
+        except Exception as exc:
+            log.exception("could not build the %s alert in full", self.kind.value)
+            facts = fallback_facts(context, self.kind, exc)
+        if self.kind is Kind.RECOVERED:
+            recovered = _recovery(facts, config)
+            if recovered is None:
+                return
+            facts = recovered
         deliver(facts, config)
-
-    def _facts(self, context: Any, config: AlertConfig) -> AlertFacts | None:
-        if self.kind is Kind.RETRY and not config.notify_on_retry:
-            return None
-        if self.kind in (Kind.FAILED, Kind.RETRY):
-            return facts_from_context(context, self.kind)
-        facts = dag_run_facts(context, self.kind)
         if self.kind is Kind.DAG_FAILED:
-            since = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-            runstate.open_incident(
-                facts.dag_id,
-                {"batch_date": facts.batch_date, "failed_tasks": list(facts.failed_tasks), "since": since},
-            )
-            return facts
-        open_incident = runstate.get_incident(facts.dag_id)
-        if open_incident is None:  # a success after a success: nothing to say
-            return None
-        runstate.close_incident(facts.dag_id)
-        return _with_recovery(facts, open_incident) if config.notify_on_recovery else None
+            _open_incident(facts)  # after the alert: recording it must not cost the alert

@@ -6,8 +6,9 @@ Task SDK's supervisor channel (``SUPERVISOR_COMMS``): task states, Variables. ``
 DAG callbacks in its own process with no such channel but with the metadata database, so there
 the same questions go to the database. Both paths read the same rows.
 
-The *incident register* is one Airflow Variable per DAG (``lakehouse_alerts.incident.<dag_id>``):
-opened by a DAG-run failure alert, closed by the next successful run, which sends "recovered".
+The *incident register* is one Airflow Variable per failed batch
+(``lakehouse_alerts.incident.<dag_id>.<batch>``): opened by a DAG-run failure alert, closed by the
+next successful run of that batch, which sends "recovered".
 """
 
 from __future__ import annotations
@@ -55,44 +56,53 @@ def task_states(dag_id: str, run_id: str) -> dict[str, str]:
     return {task: str(getattr(state, "value", state) or "none") for task, state in states.items()}
 
 
-def _key(dag_id: str) -> str:
-    return INCIDENT_PREFIX + dag_id
+def _key(dag_id: str, batch: str) -> str:
+    return f"{INCIDENT_PREFIX}{dag_id}.{batch}"
 
 
-def open_incident(dag_id: str, incident: dict[str, Any]) -> None:
-    """Remember that ``dag_id`` is failing (keeps the first failure's ``since`` while it stays open)."""
-    previous = get_incident(dag_id)
+def open_incident(dag_id: str, batch: str, incident: dict[str, Any]) -> None:
+    """Remember that ``batch`` of ``dag_id`` failed (keeps the first failure's ``since`` while it stays open).
+
+    One Variable per batch: runs of different batches (a backfill) never write the same key."""
+    previous = get_incident(dag_id, batch)
     if previous and previous.get("since"):
         incident = {**incident, "since": previous["since"]}
     value = json.dumps(incident, sort_keys=True)
     if _supervised():
         from airflow.sdk import Variable
 
-        Variable.set(_key(dag_id), value, description="open lakehouse alert incident (closed by the next success)")
+        Variable.set(_key(dag_id, batch), value, description="open lakehouse alert incident (closed by a success)")
     else:
         from airflow.models.variable import Variable as VariableModel
 
-        VariableModel.set(_key(dag_id), value)
+        VariableModel.set(_key(dag_id, batch), value)
 
 
-def get_incident(dag_id: str) -> dict[str, Any] | None:
+def get_incident(dag_id: str, batch: str) -> dict[str, Any] | None:
+    """The open incident of a batch; an unreadable one counts as open (with what is known)."""
     if _supervised():
         from airflow.sdk import Variable
 
-        value = Variable.get(_key(dag_id), default=None)
+        value = Variable.get(_key(dag_id, batch), default=None)
     else:
         from airflow.models.variable import Variable as VariableModel
 
-        value = VariableModel.get(_key(dag_id), default_var=None)
-    return json.loads(value) if value else None
+        value = VariableModel.get(_key(dag_id, batch), default_var=None)
+    if not value:
+        return None
+    try:
+        incident = json.loads(value)
+    except ValueError:
+        incident = None
+    return incident if isinstance(incident, dict) else {"note": f"unreadable incident record {value!r:.200}"}
 
 
-def close_incident(dag_id: str) -> None:
+def close_incident(dag_id: str, batch: str) -> None:
     if _supervised():
         from airflow.sdk import Variable
 
-        Variable.delete(_key(dag_id))
+        Variable.delete(_key(dag_id, batch))
     else:
         from airflow.models.variable import Variable as VariableModel
 
-        VariableModel.delete(_key(dag_id))
+        VariableModel.delete(_key(dag_id, batch))
