@@ -74,6 +74,9 @@ DEADLINE = (
         "retry_exponential_backoff": True,
         "max_retry_delay": timedelta(minutes=30),
         "execution_timeout": timedelta(seconds=CONFIG.execution_timeout_seconds),
+        # one run at a time writes a layer's tables, even in a backfill with several active runs:
+        # the jobs' incremental writes (appends, slice rewrites, MERGE) assume a single writer
+        "max_active_tis_per_dag": 1,
         "on_failure_callback": [LakehouseAlertNotifier(Kind.FAILED)],
         "on_retry_callback": [LakehouseAlertNotifier(Kind.RETRY)],
     },
