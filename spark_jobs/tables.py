@@ -59,6 +59,30 @@ def assert_schema(df: DataFrame, expected: StructType, *, what: str) -> None:
         raise SchemaMismatchError(f"schema mismatch for {what}: " + "; ".join(problems))
 
 
+def merge_effect(
+    spark: SparkSession,
+    view: str,
+    table: TableRef,
+    *,
+    keys: tuple[str, ...],
+    columns: list[str],
+    update_when: str | None,
+) -> tuple[int, int]:
+    """What ``MERGE INTO table USING view`` would do: (rows inserted, stored rows changed).
+
+    A matched row counts as changed only if ``update_when`` holds and some column differs
+    (NULL-safe), so re-merging rows already in the table counts nothing. One query.
+    """
+    on = " AND ".join(f"t.{k} = s.{k}" for k in keys)
+    differs = " OR ".join(f"NOT (s.`{c}` <=> t.`{c}`)" for c in columns)
+    condition = f"({update_when}) AND ({differs})" if update_when else differs
+    row = spark.sql(
+        f"SELECT count_if(t._stored IS NULL) AS inserts, count_if(t._stored AND ({condition})) AS updates "
+        f"FROM {view} s LEFT JOIN (SELECT *, true AS _stored FROM {table.sql}) t ON {on}"
+    ).first()
+    return (int(row["inserts"] or 0), int(row["updates"] or 0)) if row else (0, 0)
+
+
 @dataclass
 class TableStore:
     spark: SparkSession
@@ -128,20 +152,45 @@ class TableStore:
 
         ``update_when`` is an extra SQL condition (aliases ``t`` = table, ``s`` = ``df``) for replacing
         a matched row, e.g. "the incoming version is newer". ``df`` must have one row per key.
+
+        Fast path: when no matched row would change (none matches, or every match is identical to
+        the stored row or fails ``update_when``), the MERGE could only insert, so the new keys are
+        appended instead. Delta's MERGE rewrites every file holding a matched row, which on a daily
+        batch means the whole table; the result is the same either way.
         """
         self._require_delta()
         if not self.exists(table):
             self.replace_slice(df, table, where="true", partition_by=partition_by)
             return
-        assert_schema(df, self.read(table).schema, what=f"table {table}")
+        stored = self.read(table)
+        assert_schema(df, stored.schema, what=f"table {table}")
         view = f"_merge_source_{table.layer}_{table.name}"
         df.createOrReplaceTempView(view)
-        on = " AND ".join(f"t.{k} = s.{k}" for k in keys)
-        matched = (
-            f"WHEN MATCHED AND ({update_when}) THEN UPDATE SET *" if update_when else "WHEN MATCHED THEN UPDATE SET *"
-        )
-        self.spark.sql(f"MERGE INTO {table.sql} t USING {view} s ON {on} {matched} WHEN NOT MATCHED THEN INSERT *")
-        self.spark.catalog.dropTempView(view)
+        try:
+            inserts, updates = merge_effect(
+                self.spark, view, table, keys=keys, columns=df.columns, update_when=update_when
+            )
+            log.info("merge into %s: %d new keys, %d changed rows", table, inserts, updates)
+            if updates == 0:
+                if inserts:
+                    self._append(df.join(stored.select(*keys), list(keys), "left_anti"), table)
+                return
+            on = " AND ".join(f"t.{k} = s.{k}" for k in keys)
+            matched = (
+                f"WHEN MATCHED AND ({update_when}) THEN UPDATE SET *"
+                if update_when
+                else "WHEN MATCHED THEN UPDATE SET *"
+            )
+            self.spark.sql(f"MERGE INTO {table.sql} t USING {view} s ON {on} {matched} WHEN NOT MATCHED THEN INSERT *")
+        finally:
+            self.spark.catalog.dropTempView(view)
+
+    def _append(self, df: DataFrame, table: TableRef) -> None:
+        writer = df.write.format("delta").mode("append")
+        if table.full_name is not None:
+            writer.saveAsTable(table.full_name)
+        else:
+            writer.save(table.path)
 
     def _require_delta(self) -> None:
         if not supports_delta(self.spark):

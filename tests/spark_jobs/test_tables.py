@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 from pyspark.sql.types import IntegerType, LongType, StringType, StructField, StructType
 
-from spark_jobs.tables import SchemaMismatchError, TableStore, schema_differences
+from spark_jobs.tables import SchemaMismatchError, TableStore, merge_effect, schema_differences
 
 
 def test_schema_differences_name_missing_extra_and_retyped_columns():
@@ -39,3 +39,45 @@ def test_replace_slice_overwrites_only_matching_rows(spark, settings):
     store.replace_slice(spark.createDataFrame([(1, "a"), (2, "b")], "id long, name string"), ref, where="id = 1")
     store.replace_slice(spark.createDataFrame([(1, "z")], "id long, name string"), ref, where="id = 1")
     assert sorted(tuple(r) for r in store.read(ref).collect()) == [(1, "z"), (2, "b")]
+
+
+def _last_operation(ref) -> str:
+    from deltalake import DeltaTable
+
+    return str(DeltaTable(ref.path).history(1)[0]["operation"])
+
+
+@pytest.mark.delta
+def test_merge_appends_when_nothing_stored_would_change_and_matches_sql_merge(spark, settings):
+    """Each batch goes through ``TableStore.merge`` (append fast path or MERGE) and through a plain
+    SQL MERGE into a reference table: both tables must stay identical."""
+    store = TableStore(spark, settings)
+    ref, expected = settings.table("silver", "t"), settings.table("silver", "reference")
+    schema = "id long, version int, name string"
+    newer = "s.version >= t.version"
+    batches = [  # (rows, what MERGE would do: inserts, changed rows, how the table is written)
+        ([(1, 1, "a"), (2, 1, None)], (0, 0, "CREATE TABLE")),
+        ([(3, 1, "c"), (4, 1, "d")], (2, 0, "WRITE")),  # new keys only
+        ([(1, 1, "a"), (2, 1, None), (5, 1, "e")], (1, 0, "WRITE")),  # stored rows again, NULL-safe
+        ([(1, 0, "old"), (6, 1, "f")], (1, 0, "WRITE")),  # an older version: no update
+        ([(1, 2, "a2"), (7, 1, "g")], (1, 1, "MERGE")),  # a newer version
+        ([(2, 1, "b")], (0, 1, "MERGE")),  # NULL → value
+    ]
+    for i, (rows, (inserts, updates, operation)) in enumerate(batches):
+        df = spark.createDataFrame(rows, schema)
+        if i:
+            df.createOrReplaceTempView("batch")
+            effect = merge_effect(spark, "batch", ref, keys=("id",), columns=df.columns, update_when=newer)
+            assert effect == (inserts, updates), i
+            spark.sql(
+                f"MERGE INTO {expected.sql} t USING batch s ON t.id = s.id "
+                f"WHEN MATCHED AND ({newer}) THEN UPDATE SET * WHEN NOT MATCHED THEN INSERT *"
+            )
+        else:
+            store.replace_slice(df, expected, where="true")
+        store.merge(df, ref, keys=("id",), update_when=newer)
+        assert _last_operation(ref) == operation, i
+        assert sorted(store.read(ref).collect()) == sorted(store.read(expected).collect()), i
+    assert sorted(tuple(r) for r in store.read(ref).collect()) == [
+        (1, 2, "a2"), (2, 1, "b"), (3, 1, "c"), (4, 1, "d"), (5, 1, "e"), (6, 1, "f"), (7, 1, "g")
+    ]  # fmt: skip
