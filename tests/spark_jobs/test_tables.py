@@ -44,7 +44,22 @@ def test_replace_slice_overwrites_only_matching_rows(spark, settings):
 def _last_operation(ref) -> str:
     from deltalake import DeltaTable
 
-    return str(DeltaTable(ref.path).history(1)[0]["operation"])
+    commit = DeltaTable(ref.path).history(1)[0]
+    mode = commit.get("operationParameters", {}).get("mode")
+    return f"{commit['operation']} {mode}" if commit["operation"] == "WRITE" and mode else str(commit["operation"])
+
+
+@pytest.mark.delta
+def test_replace_slice_appends_a_new_slice_and_replaces_an_existing_one(spark, settings):
+    store = TableStore(spark, settings)
+    ref = settings.table("bronze", "t")
+    schema = "id long, name string, day int"
+    store.replace_slice(spark.createDataFrame([(1, "a", 1)], schema), ref, where="day = 1", partition_by=("day",))
+    store.replace_slice(spark.createDataFrame([(2, "b", 2), (3, "c", 2)], schema), ref, where="day = 2")
+    assert _last_operation(ref) == "WRITE Append"
+    store.replace_slice(spark.createDataFrame([(4, "d", 2)], schema), ref, where="day = 2")
+    assert _last_operation(ref) == "WRITE Overwrite"
+    assert sorted(tuple(r) for r in store.read(ref).collect()) == [(1, "a", 1), (4, "d", 2)]
 
 
 @pytest.mark.delta
@@ -57,9 +72,9 @@ def test_merge_appends_when_nothing_stored_would_change_and_matches_sql_merge(sp
     newer = "s.version >= t.version"
     batches = [  # (rows, what MERGE would do: inserts, changed rows, how the table is written)
         ([(1, 1, "a"), (2, 1, None)], (0, 0, "CREATE TABLE")),
-        ([(3, 1, "c"), (4, 1, "d")], (2, 0, "WRITE")),  # new keys only
-        ([(1, 1, "a"), (2, 1, None), (5, 1, "e")], (1, 0, "WRITE")),  # stored rows again, NULL-safe
-        ([(1, 0, "old"), (6, 1, "f")], (1, 0, "WRITE")),  # an older version: no update
+        ([(3, 1, "c"), (4, 1, "d")], (2, 0, "WRITE Append")),  # new keys only
+        ([(1, 1, "a"), (2, 1, None), (5, 1, "e")], (1, 0, "WRITE Append")),  # stored rows again, NULL-safe
+        ([(1, 0, "old"), (6, 1, "f")], (1, 0, "WRITE Append")),  # an older version: no update
         ([(1, 2, "a2"), (7, 1, "g")], (1, 1, "MERGE")),  # a newer version
         ([(2, 1, "b")], (0, 1, "MERGE")),  # NULL → value
     ]
