@@ -7,10 +7,14 @@ Writes are idempotent per slice: ``replace_slice`` overwrites exactly the rows m
 from __future__ import annotations
 
 import logging
+import operator
 import os
 from dataclasses import dataclass
 from datetime import date
+from functools import reduce
 from typing import TYPE_CHECKING
+
+from pyspark.sql import functions as F
 
 from spark_jobs.engine import EngineUnavailableError, supports_delta
 from spark_jobs.settings import Settings, TableRef
@@ -60,26 +64,25 @@ def assert_schema(df: DataFrame, expected: StructType, *, what: str) -> None:
 
 
 def merge_effect(
-    spark: SparkSession,
-    view: str,
-    table: TableRef,
-    *,
-    keys: tuple[str, ...],
-    columns: list[str],
-    update_when: str | None,
+    source: DataFrame, stored: DataFrame, *, keys: tuple[str, ...], update_when: str | None
 ) -> tuple[int, int]:
-    """What ``MERGE INTO table USING view`` would do: (rows inserted, stored rows changed).
+    """What ``MERGE INTO stored USING source`` would do: (rows inserted, stored rows changed).
 
-    A matched row counts as changed only if ``update_when`` holds and some column differs
-    (NULL-safe), so re-merging rows already in the table counts nothing. One query.
+    A matched row counts as changed only if ``update_when`` (aliases ``s``, ``t``) holds and some
+    column differs (NULL-safe), so re-merging rows already in the table counts nothing. One query.
     """
-    on = " AND ".join(f"t.{k} = s.{k}" for k in keys)
-    differs = " OR ".join(f"NOT (s.`{c}` <=> t.`{c}`)" for c in columns)
-    condition = f"({update_when}) AND ({differs})" if update_when else differs
-    row = spark.sql(
-        f"SELECT count_if(t._stored IS NULL) AS inserts, count_if(t._stored AND ({condition})) AS updates "
-        f"FROM {view} s LEFT JOIN (SELECT *, true AS _stored FROM {table.sql}) t ON {on}"
-    ).first()
+    s, t = source.alias("s"), stored.withColumn("_stored", F.lit(True)).alias("t")
+    on = reduce(operator.and_, [F.col(f"s.{k}") == F.col(f"t.{k}") for k in keys])
+    differs = reduce(operator.or_, [~F.col(f"s.{c}").eqNullSafe(F.col(f"t.{c}")) for c in source.columns])
+    changed = F.expr(update_when) & differs if update_when else differs
+    row = (
+        s.join(t, on, "left")
+        .agg(
+            F.count_if(F.col("t._stored").isNull()).alias("inserts"),
+            F.count_if(F.col("t._stored") & changed).alias("updates"),
+        )
+        .first()
+    )
     return (int(row["inserts"] or 0), int(row["updates"] or 0)) if row else (0, 0)
 
 
@@ -130,10 +133,10 @@ class TableStore:
             if partition_by:
                 writer = writer.partitionBy(*partition_by)
         else:
-            assert_schema(df, self.read(table).schema, what=f"table {table}")
             slice_empty = self.read(table).filter(where).limit(1).count() == 0
             if slice_empty and known_empty:
                 return
+            assert_schema(df, self.read(table).schema, what=f"table {table}")
             # An empty slice (a new batch) has nothing to replace: a plain append is cheaper.
             writer = df.write.format("delta")
             writer = writer.mode("append") if slice_empty else writer.mode("overwrite").option("replaceWhere", where)
@@ -164,18 +167,16 @@ class TableStore:
             return
         stored = self.read(table)
         assert_schema(df, stored.schema, what=f"table {table}")
+        inserts, updates = merge_effect(df, stored, keys=keys, update_when=update_when)
+        log.info("merge into %s: %d new keys, %d changed rows", table, inserts, updates)
+        if updates == 0:
+            if inserts:
+                new_rows = df.join(stored.select(*keys), list(keys), "left_anti")
+                self._save(new_rows.write.format("delta").mode("append"), table)
+            return
         view = f"_merge_source_{table.layer}_{table.name}"
         df.createOrReplaceTempView(view)
         try:
-            inserts, updates = merge_effect(
-                self.spark, view, table, keys=keys, columns=df.columns, update_when=update_when
-            )
-            log.info("merge into %s: %d new keys, %d changed rows", table, inserts, updates)
-            if updates == 0:
-                if inserts:
-                    new_rows = df.join(stored.select(*keys), list(keys), "left_anti")
-                    self._save(new_rows.write.format("delta").mode("append"), table)
-                return
             on = " AND ".join(f"t.{k} = s.{k}" for k in keys)
             matched = (
                 f"WHEN MATCHED AND ({update_when}) THEN UPDATE SET *"

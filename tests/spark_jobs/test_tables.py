@@ -81,9 +81,9 @@ def test_merge_appends_when_nothing_stored_would_change_and_matches_sql_merge(sp
     for i, (rows, (inserts, updates, operation)) in enumerate(batches):
         df = spark.createDataFrame(rows, schema)
         if i:
-            df.createOrReplaceTempView("batch")
-            effect = merge_effect(spark, "batch", ref, keys=("id",), columns=df.columns, update_when=newer)
+            effect = merge_effect(df, store.read(ref), keys=("id",), update_when=newer)
             assert effect == (inserts, updates), i
+            df.createOrReplaceTempView("batch")
             spark.sql(
                 f"MERGE INTO {expected.sql} t USING batch s ON t.id = s.id "
                 f"WHEN MATCHED AND ({newer}) THEN UPDATE SET * WHEN NOT MATCHED THEN INSERT *"
