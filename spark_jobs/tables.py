@@ -65,8 +65,9 @@ def assert_schema(df: DataFrame, expected: StructType, *, what: str) -> None:
 
 def merge_effect(
     source: DataFrame, stored: DataFrame, *, keys: tuple[str, ...], update_when: str | None
-) -> tuple[int, int]:
-    """What ``MERGE INTO stored USING source`` would do: (rows inserted, stored rows changed).
+) -> tuple[int, int, int]:
+    """What ``MERGE INTO stored USING source`` would do: (rows inserted, rows matched, matched rows
+    changed).
 
     A matched row counts as changed only if ``update_when`` (aliases ``s``, ``t``) holds and some
     column differs (NULL-safe), so re-merging rows already in the table counts nothing. One query.
@@ -79,11 +80,12 @@ def merge_effect(
         s.join(t, on, "left")
         .agg(
             F.count_if(F.col("t._stored").isNull()).alias("inserts"),
+            F.count_if(F.col("t._stored")).alias("matched"),
             F.count_if(F.col("t._stored") & changed).alias("updates"),
         )
         .first()
     )
-    return (int(row["inserts"] or 0), int(row["updates"] or 0)) if row else (0, 0)
+    return (int(row["inserts"] or 0), int(row["matched"] or 0), int(row["updates"] or 0)) if row else (0, 0, 0)
 
 
 @dataclass
@@ -167,23 +169,20 @@ class TableStore:
             return
         stored = self.read(table)
         assert_schema(df, stored.schema, what=f"table {table}")
-        inserts, updates = merge_effect(df, stored, keys=keys, update_when=update_when)
-        log.info("merge into %s: %d new keys, %d changed rows", table, inserts, updates)
+        inserts, matched, updates = merge_effect(df, stored, keys=keys, update_when=update_when)
+        log.info("merge into %s: %d new keys, %d matched, %d changed", table, inserts, matched, updates)
         if updates == 0:
             if inserts:
-                new_rows = df.join(stored.select(*keys), list(keys), "left_anti")
+                new_rows = df.join(stored.select(*keys), list(keys), "left_anti") if matched else df
                 self._save(new_rows.write.format("delta").mode("append"), table)
             return
         view = f"_merge_source_{table.layer}_{table.name}"
         df.createOrReplaceTempView(view)
         try:
             on = " AND ".join(f"t.{k} = s.{k}" for k in keys)
-            matched = (
-                f"WHEN MATCHED AND ({update_when}) THEN UPDATE SET *"
-                if update_when
-                else "WHEN MATCHED THEN UPDATE SET *"
-            )
-            self.spark.sql(f"MERGE INTO {table.sql} t USING {view} s ON {on} {matched} WHEN NOT MATCHED THEN INSERT *")
+            when = f"WHEN MATCHED AND ({update_when})" if update_when else "WHEN MATCHED"
+            actions = f"{when} THEN UPDATE SET * WHEN NOT MATCHED THEN INSERT *"
+            self.spark.sql(f"MERGE INTO {table.sql} t USING {view} s ON {on} {actions}")
         finally:
             self.spark.catalog.dropTempView(view)
 

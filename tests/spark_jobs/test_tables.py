@@ -70,19 +70,19 @@ def test_merge_appends_when_nothing_stored_would_change_and_matches_sql_merge(sp
     ref, expected = settings.table("silver", "t"), settings.table("silver", "reference")
     schema = "id long, version int, name string"
     newer = "s.version >= t.version"
-    batches = [  # (rows, what MERGE would do: inserts, changed rows, how the table is written)
-        ([(1, 1, "a"), (2, 1, None)], (0, 0, "CREATE TABLE")),
-        ([(3, 1, "c"), (4, 1, "d")], (2, 0, "WRITE Append")),  # new keys only
-        ([(1, 1, "a"), (2, 1, None), (5, 1, "e")], (1, 0, "WRITE Append")),  # stored rows again, NULL-safe
-        ([(1, 0, "old"), (6, 1, "f")], (1, 0, "WRITE Append")),  # an older version: no update
-        ([(1, 2, "a2"), (7, 1, "g")], (1, 1, "MERGE")),  # a newer version
-        ([(2, 1, "b")], (0, 1, "MERGE")),  # NULL → value
+    batches = [  # (rows, what MERGE would do: inserts, matches, changed rows; how the table is written)
+        ([(1, 1, "a"), (2, 1, None)], (0, 0, 0, "CREATE TABLE")),
+        ([(3, 1, "c"), (4, 1, "d")], (2, 0, 0, "WRITE Append")),  # new keys only
+        ([(1, 1, "a"), (2, 1, None), (5, 1, "e")], (1, 2, 0, "WRITE Append")),  # stored rows again, NULL-safe
+        ([(1, 0, "old"), (6, 1, "f")], (1, 1, 0, "WRITE Append")),  # an older version: no update
+        ([(1, 2, "a2"), (7, 1, "g")], (1, 1, 1, "MERGE")),  # a newer version
+        ([(2, 1, "b")], (0, 1, 1, "MERGE")),  # NULL → value
     ]
-    for i, (rows, (inserts, updates, operation)) in enumerate(batches):
+    for i, (rows, (inserts, matched, updates, operation)) in enumerate(batches):
         df = spark.createDataFrame(rows, schema)
         if i:
             effect = merge_effect(df, store.read(ref), keys=("id",), update_when=newer)
-            assert effect == (inserts, updates), i
+            assert effect == (inserts, matched, updates), i
             df.createOrReplaceTempView("batch")
             spark.sql(
                 f"MERGE INTO {expected.sql} t USING batch s ON t.id = s.id "
