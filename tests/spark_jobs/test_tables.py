@@ -96,3 +96,19 @@ def test_merge_appends_when_nothing_stored_would_change_and_matches_sql_merge(sp
     assert sorted(tuple(r) for r in store.read(ref).collect()) == [
         (1, 2, "a2"), (2, 1, "b"), (3, 1, "c"), (4, 1, "d"), (5, 1, "e"), (6, 1, "f"), (7, 1, "g")
     ]  # fmt: skip
+
+
+@pytest.mark.delta
+def test_merged_table_over_the_file_limit_is_compacted_with_the_same_rows(spark, settings):
+    from deltalake import DeltaTable
+
+    store = TableStore(spark, settings, compact_above_files=3)
+    ref = settings.table("gold", "t")
+    schema = "id long, name string"
+    for i in range(4):  # one table, then an appended file per batch
+        store.merge(spark.createDataFrame([(i, f"n{i}")], schema), ref, keys=("id",))
+    files = DeltaTable(ref.path).file_uris()
+    assert len(files) == 1  # 4 files after the last append: rewritten as one
+    assert sorted(tuple(r) for r in store.read(ref).collect()) == [(0, "n0"), (1, "n1"), (2, "n2"), (3, "n3")]
+    assert not store.compact(ref)  # under the limit: left as it is
+    assert DeltaTable(ref.path).file_uris() == files
