@@ -20,7 +20,7 @@ from spark_jobs.engine import EngineUnavailableError, materialize, supports_delt
 from spark_jobs.settings import Settings, TableRef
 
 if TYPE_CHECKING:
-    from pyspark.sql import DataFrame, DataFrameWriter, SparkSession
+    from pyspark.sql import Column, DataFrame, DataFrameWriter, SparkSession
     from pyspark.sql.types import StructType
 
 log = logging.getLogger(__name__)
@@ -63,29 +63,59 @@ def assert_schema(df: DataFrame, expected: StructType, *, what: str) -> None:
         raise SchemaMismatchError(f"schema mismatch for {what}: " + "; ".join(problems))
 
 
-def merge_effect(
-    source: DataFrame, stored: DataFrame, *, keys: tuple[str, ...], update_when: str | None
-) -> tuple[int, int, int]:
-    """What ``MERGE INTO stored USING source`` would do: (rows inserted, rows matched, matched rows
-    changed).
+@dataclass(frozen=True)
+class MergeEffect:
+    """What ``MERGE INTO stored USING source`` would do (see :func:`merge_effect`)."""
 
-    A matched row counts as changed only if ``update_when`` (aliases ``s``, ``t``) holds and some
-    column differs (NULL-safe), so re-merging rows already in the table counts nothing. One query.
-    """
+    inserts: int  # source rows whose key is not stored
+    matched: int  # source rows whose key is stored
+    updates: int  # matched rows that would change the stored row
+    # Values of the slice column in the source and in the stored rows that would change; None when
+    # there is no slice column or a value is NULL.
+    slices: tuple[date, ...] | None = None
+
+
+def _classified(
+    source: DataFrame, stored: DataFrame, *, keys: tuple[str, ...], update_when: str | None
+) -> tuple[DataFrame, Column, Column]:
+    """``source`` (alias ``s``) left-joined to ``stored`` (alias ``t``) on ``keys``, with the conditions
+    "new key" and "matched and would change" (``update_when`` holds and a column differs, NULL-safe)."""
     s, t = source.alias("s"), stored.withColumn("_stored", F.lit(True)).alias("t")
     on = reduce(operator.and_, [F.col(f"s.{k}") == F.col(f"t.{k}") for k in keys])
     differs = reduce(operator.or_, [~F.col(f"s.{c}").eqNullSafe(F.col(f"t.{c}")) for c in source.columns])
-    changed = F.expr(update_when) & differs if update_when else differs
-    row = (
-        s.join(t, on, "left")
-        .agg(
-            F.count_if(F.col("t._stored").isNull()).alias("inserts"),
-            F.count_if(F.col("t._stored")).alias("matched"),
-            F.count_if(F.col("t._stored") & changed).alias("updates"),
-        )
-        .first()
-    )
-    return (int(row["inserts"] or 0), int(row["matched"] or 0), int(row["updates"] or 0)) if row else (0, 0, 0)
+    changed = F.col("t._stored") & (F.expr(update_when) & differs if update_when else differs)
+    return s.join(t, on, "left"), F.col("t._stored").isNull(), changed
+
+
+def merge_effect(
+    source: DataFrame,
+    stored: DataFrame,
+    *,
+    keys: tuple[str, ...],
+    update_when: str | None,
+    slice_column: str | None = None,
+) -> MergeEffect:
+    """What ``MERGE INTO stored USING source`` would do, in one query. A matched row counts as
+    changed only if ``update_when`` (aliases ``s``, ``t``) holds and some column differs, so
+    re-merging rows already in the table counts nothing."""
+    joined, new, changed = _classified(source, stored, keys=keys, update_when=update_when)
+    aggs = [
+        F.count_if(new).alias("inserts"),
+        F.count_if(~new).alias("matched"),
+        F.count_if(changed).alias("updates"),
+    ]
+    if slice_column:
+        s_slice, t_slice = F.col(f"s.{slice_column}"), F.col(f"t.{slice_column}")
+        aggs += [
+            F.array_union(F.collect_set(s_slice), F.collect_set(F.when(changed, t_slice))).alias("slices"),
+            F.count_if(s_slice.isNull() | (changed & t_slice.isNull())).alias("null_slices"),
+        ]
+    row = joined.agg(*aggs).first()
+    assert row is not None
+    slices = None
+    if slice_column and not row["null_slices"]:
+        slices = tuple(sorted(row["slices"]))
+    return MergeEffect(int(row["inserts"]), int(row["matched"]), int(row["updates"]), slices)
 
 
 @dataclass
@@ -155,6 +185,7 @@ class TableStore:
         keys: tuple[str, ...],
         update_when: str | None = None,
         partition_by: tuple[str, ...] = (),
+        slice_column: str | None = None,
     ) -> None:
         """Upsert ``df`` into ``table`` on ``keys`` with SQL ``MERGE INTO`` (create the table if new).
 
@@ -164,7 +195,10 @@ class TableStore:
         Fast path: when no matched row would change (none matches, or every match is identical to
         the stored row or fails ``update_when``), the MERGE could only insert, so the new keys are
         appended instead: same result, while a MERGE on the embedded engine joins the whole table
-        and costs ~0.1 s even for a single changed row.
+        and costs ~0.1 s even for a single changed row. ``slice_column`` (a DATE column such as
+        ``_batch_date``): when rows do change, only the slices holding them (values of the column in
+        ``df`` and in the changed stored rows) are rewritten with ``replaceWhere``, at about half
+        the cost of the MERGE, with the same result.
         """
         self._require_delta()
         if not self.exists(table):
@@ -172,13 +206,23 @@ class TableStore:
             return
         stored = self.read(table)
         assert_schema(df, stored.schema, what=f"table {table}")
-        inserts, matched, updates = merge_effect(df, stored, keys=keys, update_when=update_when)
-        log.info("merge into %s: %d new keys, %d matched, %d changed", table, inserts, matched, updates)
-        if updates == 0:
-            if inserts:
-                new_rows = df.join(stored.select(*keys), list(keys), "left_anti") if matched else df
+        effect = merge_effect(df, stored, keys=keys, update_when=update_when, slice_column=slice_column)
+        log.info("merge into %s: %s", table, effect)
+        if effect.updates == 0:
+            if effect.inserts:
+                new_rows = df.join(stored.select(*keys), list(keys), "left_anti") if effect.matched else df
                 self._save(new_rows.write.format("delta").mode("append"), table)
                 self.compact(table, partition_by=partition_by)
+            return
+        if slice_column and effect.slices:
+            # Every row the MERGE would remove or add lies in these slices: rewrite just them.
+            where = " OR ".join(batch_predicate(d, slice_column) for d in effect.slices)
+            joined, new, changed = _classified(df, stored, keys=keys, update_when=update_when)
+            written = joined.filter(new | changed).select(*[F.col(f"s.{c}").alias(c) for c in df.columns])
+            kept = stored.filter(where).join(written.select(*keys), list(keys), "left_anti")
+            rows = materialize(kept.unionByName(written))  # read fully before the slices are replaced
+            self._save(rows.write.format("delta").mode("overwrite").option("replaceWhere", where), table)
+            self.compact(table, partition_by=partition_by)
             return
         view = f"_merge_source_{table.layer}_{table.name}"
         df.createOrReplaceTempView(view)

@@ -144,7 +144,13 @@ def run_silver_table(
                     out.results,
                     dq.sample_keys(out_checked, spec.keys, out.results, line_column="_line_number"),
                 )
-        store.merge(source, target, keys=spec.keys, update_when=None if spec.versioned else _newer_sql(spec))
+        store.merge(
+            source,
+            target,
+            keys=spec.keys,
+            update_when=None if spec.versioned else _newer_sql(spec),
+            slice_column="_batch_date",
+        )
         written, superseded = _written_and_superseded(good, store.read(target), spec, where)
     record(results, written=written, superseded=superseded)
     if counts.rows_in != written + counts.quarantined + superseded:

@@ -1,9 +1,11 @@
 from __future__ import annotations
 
+from datetime import date
+
 import pytest
 from pyspark.sql.types import IntegerType, LongType, StringType, StructField, StructType
 
-from spark_jobs.tables import SchemaMismatchError, TableStore, merge_effect, schema_differences
+from spark_jobs.tables import MergeEffect, SchemaMismatchError, TableStore, merge_effect, schema_differences
 
 
 def test_schema_differences_name_missing_extra_and_retyped_columns():
@@ -62,38 +64,44 @@ def test_replace_slice_appends_a_new_slice_and_replaces_an_existing_one(spark, s
     assert sorted(tuple(r) for r in store.read(ref).collect()) == [(1, "a", 1), (4, "d", 2)]
 
 
+@pytest.mark.parametrize("slice_column", [None, "day"])
 @pytest.mark.delta
-def test_merge_appends_when_nothing_stored_would_change_and_matches_sql_merge(spark, settings):
-    """Each batch goes through ``TableStore.merge`` (append fast path or MERGE) and through a plain
-    SQL MERGE into a reference table: both tables must stay identical."""
+def test_merge_gives_the_same_table_as_sql_merge_on_every_path(spark, settings, slice_column):
+    """Each batch goes through ``TableStore.merge`` (append fast path, slice rewrite or MERGE) and
+    through a plain SQL MERGE into a reference table: both tables must stay identical."""
     store = TableStore(spark, settings)
     ref, expected = settings.table("silver", "t"), settings.table("silver", "reference")
-    schema = "id long, version int, name string"
+    schema = "id long, version int, name string, day date"
     newer = "s.version >= t.version"
-    batches = [  # (rows, what MERGE would do: inserts, matches, changed rows; how the table is written)
-        ([(1, 1, "a"), (2, 1, None)], (0, 0, 0, "CREATE TABLE")),
-        ([(3, 1, "c"), (4, 1, "d")], (2, 0, 0, "WRITE Append")),  # new keys only
-        ([(1, 1, "a"), (2, 1, None), (5, 1, "e")], (1, 2, 0, "WRITE Append")),  # stored rows again, NULL-safe
-        ([(1, 0, "old"), (6, 1, "f")], (1, 1, 0, "WRITE Append")),  # an older version: no update
-        ([(1, 2, "a2"), (7, 1, "g")], (1, 1, 1, "MERGE")),  # a newer version
-        ([(2, 1, "b")], (0, 1, 1, "MERGE")),  # NULL → value
+    d = [date(2024, 1, n) for n in range(1, 8)]
+    update = "MERGE" if slice_column is None else "WRITE Overwrite"
+    batches = [  # rows, what MERGE would do (inserts, matches, changed rows, slices), how it is written
+        ([(1, 1, "a", d[0]), (2, 1, None, d[0])], None, "CREATE TABLE"),
+        ([(3, 1, "c", d[1]), (4, 1, "d", d[1])], (2, 0, 0, (d[1],)), "WRITE Append"),  # new keys only
+        ([(1, 1, "a", d[0]), (2, 1, None, d[0]), (5, 1, "e", d[2])], (1, 2, 0, (d[0], d[2])), "WRITE Append"),
+        ([(1, 0, "old", d[3]), (6, 1, "f", d[3])], (1, 1, 0, (d[3],)), "WRITE Append"),  # older: no update
+        # a newer version of a row of day 1, an older one of day 2 (kept), a new key
+        ([(1, 2, "a2", d[4]), (3, 0, "c0", d[4]), (7, 1, "g", d[4])], (1, 2, 1, (d[0], d[4])), update),
+        ([(2, 1, "b", d[5])], (0, 1, 1, (d[0], d[5])), update),  # NULL → value
     ]
-    for i, (rows, (inserts, matched, updates, operation)) in enumerate(batches):
+    for i, (rows, effect, operation) in enumerate(batches):
         df = spark.createDataFrame(rows, schema)
-        if i:
-            effect = merge_effect(df, store.read(ref), keys=("id",), update_when=newer)
-            assert effect == (inserts, matched, updates), i
+        if effect is None:
+            store.replace_slice(df, expected, where="true")
+        else:
+            inserts, matched, updates, slices = effect
+            assert merge_effect(
+                df, store.read(ref), keys=("id",), update_when=newer, slice_column=slice_column
+            ) == MergeEffect(inserts, matched, updates, slices if slice_column else None), i
             df.createOrReplaceTempView("batch")
             spark.sql(
                 f"MERGE INTO {expected.sql} t USING batch s ON t.id = s.id "
                 f"WHEN MATCHED AND ({newer}) THEN UPDATE SET * WHEN NOT MATCHED THEN INSERT *"
             )
-        else:
-            store.replace_slice(df, expected, where="true")
-        store.merge(df, ref, keys=("id",), update_when=newer)
+        store.merge(df, ref, keys=("id",), update_when=newer, slice_column=slice_column)
         assert _last_operation(ref) == operation, i
         assert sorted(store.read(ref).collect()) == sorted(store.read(expected).collect()), i
-    assert sorted(tuple(r) for r in store.read(ref).collect()) == [
+    assert sorted((r.id, r.version, r.name) for r in store.read(ref).collect()) == [
         (1, 2, "a2"), (2, 1, "b"), (3, 1, "c"), (4, 1, "d"), (5, 1, "e"), (6, 1, "f"), (7, 1, "g")
     ]  # fmt: skip
 
