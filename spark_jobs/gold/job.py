@@ -138,9 +138,17 @@ def _build(job: _Gold, run_date: date) -> list[GoldTableResult]:
     cust, az12, loc = job.silver("crm_cust_info"), job.silver("erp_cust_az12"), job.silver("erp_loc_a101")
     prd, cats, sales = job.silver("crm_prd_info"), job.silver("erp_px_cat_g1v2"), job.silver("crm_sales_details")
 
+    # Customers of this batch or whose ERP record is in it: one pass over the (unique) customers
+    # with a lookup of the batch's ERP ids, so no de-duplication is needed.
     erp_ids = az12.filter(batch).select("cid").unionByName(loc.filter(batch).select("cid")).distinct()
-    touched_customers = cust.filter(batch).unionByName(cust.join(erp_ids, cust.cst_key == erp_ids.cid, "left_semi"))
-    touched_customers = touched_customers.dropDuplicates(["cst_id"])
+    by_erp = erp_ids.select(F.col("cid").alias("_erp_cid"), F.lit(True).alias("_by_erp"))
+    touched_customers = (
+        cust.join(by_erp, cust.cst_key == by_erp._erp_cid, "left")
+        .filter(F.expr(batch) | F.col("_by_erp").isNotNull())
+        .drop("_erp_cid", "_by_erp")
+    )
+    # The touched sets and the sales lines are each used by two plans: computed once.
+    touched_customers = materialize(touched_customers)
     results = [
         job.merge(
             "dim_customers",
@@ -151,7 +159,7 @@ def _build(job: _Gold, run_date: date) -> list[GoldTableResult]:
     ]
 
     new_cats = cats.filter(batch).select(F.col("id").alias("cat_id"))
-    touched_keys = (
+    touched_keys = materialize(
         prd.filter(batch)
         .select("prd_key")
         .unionByName(prd.join(new_cats, "cat_id", "left_semi").select("prd_key"))
@@ -166,7 +174,7 @@ def _build(job: _Gold, run_date: date) -> list[GoldTableResult]:
     # and customers (their link may appear): one pass over sales with two small lookups.
     by_product = touched_keys.select(F.col("prd_key").alias("sls_prd_key"), F.lit(True).alias("_by_product"))
     by_customer = touched_customers.select(F.col("cst_id").alias("sls_cust_id"), F.lit(True).alias("_by_customer"))
-    lines = (
+    lines = materialize(
         sales.join(by_product, "sls_prd_key", "left")
         .join(by_customer, "sls_cust_id", "left")
         .filter(F.expr(batch) | F.col("_by_product").isNotNull() | F.col("_by_customer").isNotNull())

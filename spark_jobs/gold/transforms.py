@@ -80,22 +80,29 @@ def build_fact_sales(sales: DataFrame, products: DataFrame, customers: DataFrame
         F.col("product_key").alias("_pk"),
         F.col("valid_from").alias("_from"),
         F.col("valid_to").alias("_to"),
-        F.row_number().over(Window.partitionBy("product_number").orderBy("valid_from")).alias("_version_no"),
+    )
+    first = (
+        products.select(
+            F.col("product_number").alias("_first_pn"),
+            F.col("product_key").alias("_first_pk"),
+            F.row_number().over(Window.partitionBy("product_number").orderBy("valid_from")).alias("_version_no"),
+        )
+        .filter("_version_no = 1")
+        .drop("_version_no")
     )
     order_dt = F.col("sls_order_dt")
     in_range = (order_dt >= F.col("_from")) & (F.col("_to").isNull() | (order_dt <= F.col("_to")))
-    candidates = sales.join(
-        versions, (sales.sls_prd_key == versions._pn) & (in_range | (F.col("_version_no") == 1)), "left"
+    # Versions of a product do not overlap (each ends the day before the next starts), so a line
+    # matches at most one version on its order date; two lookups instead of a ranking window.
+    linked = sales.join(versions, (sales.sls_prd_key == versions._pn) & in_range, "left").join(
+        first, sales.sls_prd_key == first._first_pn, "left"
     )
-    # Prefer the version valid on the order date over the earliest-version fallback.
-    exact = F.coalesce(in_range, F.lit(False))
-    best = Window.partitionBy("sls_ord_num", "sls_prd_key").orderBy(exact.desc())
-    linked = candidates.withColumn("_exact", exact).withColumn("_pick", F.row_number().over(best)).filter("_pick = 1")
+    exact = F.col("_pk").isNotNull()
     known = customers.select(F.col("customer_id").alias("_cid"), F.col("customer_key").alias("_ck"))
     return linked.join(known, linked.sls_cust_id == known._cid, "left").select(
         F.col("sls_ord_num").alias("order_number"),
         F.col("sls_prd_key").alias("product_number"),
-        F.col("_pk").alias("product_key"),
+        F.coalesce(F.col("_pk"), F.col("_first_pk")).alias("product_key"),
         F.col("sls_cust_id").alias("customer_id"),
         F.col("_ck").alias("customer_key"),
         order_dt.alias("order_date"),
@@ -104,7 +111,7 @@ def build_fact_sales(sales: DataFrame, products: DataFrame, customers: DataFrame
         F.col("sls_sales").alias("sales_amount"),
         F.col("sls_quantity").alias("quantity"),
         F.col("sls_price").alias("price"),
-        (F.col("_pk").isNotNull() & ~F.col("_exact")).alias("product_version_fallback"),
+        (~exact & F.col("_first_pk").isNotNull()).alias("product_version_fallback"),
     )
 
 

@@ -144,9 +144,14 @@ def run_silver_table(
                     out.results,
                     dq.sample_keys(out_checked, spec.keys, out.results, line_column="_line_number"),
                 )
-        store.merge(source, target, keys=spec.keys, update_when=None if spec.versioned else _newer_sql(spec))
-        written = store.read(target).filter(where).count()
-        superseded = _superseded(good, store.read(target), spec)
+        store.merge(
+            source,
+            target,
+            keys=spec.keys,
+            update_when=None if spec.versioned else _newer_sql(spec),
+            slice_column="_batch_date",
+        )
+        written, superseded = _written_and_superseded(good, store.read(target), spec, where)
     record(results, written=written, superseded=superseded)
     if counts.rows_in != written + counts.quarantined + superseded:
         raise ConservationError(
@@ -166,18 +171,21 @@ def run_silver_table(
     return result
 
 
-def _superseded(good: DataFrame, stored: DataFrame, spec: SilverTable) -> int:
-    """Rows of the batch that passed the checks but whose key holds another (more recent) version.
+def _written_and_superseded(good: DataFrame, stored: DataFrame, spec: SilverTable, where: str) -> tuple[int, int]:
+    """Read back after the merge, in one query: rows of the batch now in the table, and rows of the
+    batch that passed the checks but whose key holds another (more recent) version.
 
-    A row whose key is not in the table at all is *not* counted: it went missing, and the
-    conservation check must catch it.
+    A row whose key is not in the table at all is *not* counted as superseded: it went missing,
+    and the conservation check must catch it.
     """
+    written = stored.filter(where).select(F.lit(1).alias("_written"), F.lit(0).alias("_superseded"))
     winners = stored.select(*spec.keys, *[F.col(c).alias(f"_w{c}") for c in LINEAGE])
     joined = good.select(*spec.keys, *LINEAGE).join(winners, list(spec.keys), "inner")
     lost = joined.filter(
         (F.col("_w_batch_date") != F.col("_batch_date")) | (F.col("_w_line_number") != F.col("_line_number"))
-    )
-    return lost.count()
+    ).select(F.lit(0).alias("_written"), F.lit(1).alias("_superseded"))
+    row = written.unionByName(lost).agg(F.sum("_written").alias("w"), F.sum("_superseded").alias("s")).first()
+    return (int(row["w"] or 0), int(row["s"] or 0)) if row else (0, 0)
 
 
 def write_metrics(store: TableStore, layer: str, run_date: date, rows: list[tuple[object, ...]]) -> None:

@@ -1,9 +1,11 @@
 from __future__ import annotations
 
+from datetime import date
+
 import pytest
 from pyspark.sql.types import IntegerType, LongType, StringType, StructField, StructType
 
-from spark_jobs.tables import SchemaMismatchError, TableStore, schema_differences
+from spark_jobs.tables import MergeEffect, SchemaMismatchError, TableStore, merge_effect, schema_differences
 
 
 def test_schema_differences_name_missing_extra_and_retyped_columns():
@@ -39,3 +41,82 @@ def test_replace_slice_overwrites_only_matching_rows(spark, settings):
     store.replace_slice(spark.createDataFrame([(1, "a"), (2, "b")], "id long, name string"), ref, where="id = 1")
     store.replace_slice(spark.createDataFrame([(1, "z")], "id long, name string"), ref, where="id = 1")
     assert sorted(tuple(r) for r in store.read(ref).collect()) == [(1, "z"), (2, "b")]
+
+
+def _last_operation(ref) -> str:
+    from deltalake import DeltaTable
+
+    commit = DeltaTable(ref.path).history(1)[0]
+    mode = commit.get("operationParameters", {}).get("mode")
+    return f"{commit['operation']} {mode}" if commit["operation"] == "WRITE" and mode else str(commit["operation"])
+
+
+@pytest.mark.delta
+def test_replace_slice_appends_a_new_slice_and_replaces_an_existing_one(spark, settings):
+    store = TableStore(spark, settings)
+    ref = settings.table("bronze", "t")
+    schema = "id long, name string, day int"
+    store.replace_slice(spark.createDataFrame([(1, "a", 1)], schema), ref, where="day = 1", partition_by=("day",))
+    store.replace_slice(spark.createDataFrame([(2, "b", 2), (3, "c", 2)], schema), ref, where="day = 2")
+    assert _last_operation(ref) == "WRITE Append"
+    store.replace_slice(spark.createDataFrame([(4, "d", 2)], schema), ref, where="day = 2")
+    assert _last_operation(ref) == "WRITE Overwrite"
+    assert sorted(tuple(r) for r in store.read(ref).collect()) == [(1, "a", 1), (4, "d", 2)]
+
+
+@pytest.mark.parametrize("slice_column", [None, "day"])
+@pytest.mark.delta
+def test_merge_gives_the_same_table_as_sql_merge_on_every_path(spark, settings, slice_column):
+    """Each batch goes through ``TableStore.merge`` (append fast path, slice rewrite or MERGE) and
+    through a plain SQL MERGE into a reference table: both tables must stay identical."""
+    store = TableStore(spark, settings)
+    ref, expected = settings.table("silver", "t"), settings.table("silver", "reference")
+    schema = "id long, version int, name string, day date"
+    newer = "s.version >= t.version"
+    d = [date(2024, 1, n) for n in range(1, 8)]
+    update = "MERGE" if slice_column is None else "WRITE Overwrite"
+    batches = [  # rows, what MERGE would do (inserts, matches, changed rows, slices), how it is written
+        ([(1, 1, "a", d[0]), (2, 1, None, d[0])], None, "CREATE TABLE"),
+        ([(3, 1, "c", d[1]), (4, 1, "d", d[1])], (2, 0, 0, (d[1],)), "WRITE Append"),  # new keys only
+        ([(1, 1, "a", d[0]), (2, 1, None, d[0]), (5, 1, "e", d[2])], (1, 2, 0, (d[0], d[2])), "WRITE Append"),
+        ([(1, 0, "old", d[3]), (6, 1, "f", d[3])], (1, 1, 0, (d[3],)), "WRITE Append"),  # older: no update
+        # a newer version of a row of day 1, an older one of day 2 (kept), a new key
+        ([(1, 2, "a2", d[4]), (3, 0, "c0", d[4]), (7, 1, "g", d[4])], (1, 2, 1, (d[0], d[4])), update),
+        ([(2, 1, "b", d[5])], (0, 1, 1, (d[0], d[5])), update),  # NULL → value
+    ]
+    for i, (rows, effect, operation) in enumerate(batches):
+        df = spark.createDataFrame(rows, schema)
+        if effect is None:
+            store.replace_slice(df, expected, where="true")
+        else:
+            inserts, matched, updates, slices = effect
+            assert merge_effect(
+                df, store.read(ref), keys=("id",), update_when=newer, slice_column=slice_column
+            ) == MergeEffect(inserts, matched, updates, slices if slice_column else None), i
+            df.createOrReplaceTempView("batch")
+            spark.sql(
+                f"MERGE INTO {expected.sql} t USING batch s ON t.id = s.id "
+                f"WHEN MATCHED AND ({newer}) THEN UPDATE SET * WHEN NOT MATCHED THEN INSERT *"
+            )
+        store.merge(df, ref, keys=("id",), update_when=newer, slice_column=slice_column)
+        assert _last_operation(ref) == operation, i
+        assert sorted(store.read(ref).collect()) == sorted(store.read(expected).collect()), i
+    assert sorted((r.id, r.version, r.name) for r in store.read(ref).collect()) == [
+        (1, 2, "a2"), (2, 1, "b"), (3, 1, "c"), (4, 1, "d"), (5, 1, "e"), (6, 1, "f"), (7, 1, "g")
+    ]  # fmt: skip
+
+
+@pytest.mark.delta
+def test_merged_table_over_the_file_limit_is_compacted_with_the_same_rows(spark, settings):
+    from deltalake import DeltaTable
+
+    store = TableStore(spark, settings, compact_above_files=3)
+    ref = settings.table("gold", "t")
+    schema = "id long, name string"
+    for i in range(4):  # one table, then an appended file per batch
+        store.merge(spark.createDataFrame([(i, f"n{i}")], schema), ref, keys=("id",))
+    files = DeltaTable(ref.path).file_uris()
+    assert len(files) == 1  # 4 files after the last append: rewritten as one
+    assert sorted(tuple(r) for r in store.read(ref).collect()) == [(0, "n0"), (1, "n1"), (2, "n2"), (3, "n3")]
+    assert not store.compact(ref)  # under the limit: left as it is
+    assert DeltaTable(ref.path).file_uris() == files
