@@ -40,7 +40,8 @@ def _fmt(value: datetime | None) -> str:
 
 
 def deadline_facts(context: dict[str, Any], *, task_states: dict[str, str], env: str) -> AlertFacts | None:
-    """The alert for a missed deadline, or None when the run had already failed (alerted then)."""
+    """The alert for a missed deadline, or None for a run that had already failed (alerted then)
+    and for a backfill run."""
     run = context["dag_run"]
     state = str(run.get("state"))
     deadline_time = _when(context.get("deadline", {}).get("deadline_time"))
@@ -84,7 +85,7 @@ def _handle_miss(context: dict[str, Any]) -> str:
         states = {}
     facts = deadline_facts(context, task_states=states, env=DeploymentConfig.from_env().env)
     if facts is None:
-        return "not sent: the run had already failed"
+        return "not sent: the run had already failed, or is a backfill run"
     sent = deliver(facts, AlertConfig.from_env())
     return f"deadline alert for {facts.dag_id} {facts.batch_date}: {sent}"
 
