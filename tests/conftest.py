@@ -143,6 +143,12 @@ class SmtpReceiver:
     messages: list[email.message.Message] = field(default_factory=list)
 
 
+def email_text(message: email.message.Message) -> str:
+    """The plain-text part of a received alert email (SMTP transports lines as CRLF)."""
+    part = next(p for p in message.walk() if p.get_content_type() == "text/plain")
+    return bytes(part.get_payload(decode=True)).decode().replace("\r\n", "\n")
+
+
 @pytest.fixture
 def smtp_receiver() -> Iterator[SmtpReceiver]:
     from aiosmtpd.controller import Controller

@@ -21,17 +21,13 @@ import requests
 
 from local_databricks.server import LocalJobsApi
 from spark_jobs.settings import REPO_ROOT
+from tests.conftest import email_text
 from tests.dags.standalone import DAG_ID, airflow_standalone, postgres_database
 
 pytestmark = [pytest.mark.slow, pytest.mark.delta]
 BATCH = "2024-01-15"
 TOKEN = "alerts-token"
 DEADLINE_SECONDS = 60  # a whole run takes ~10 s here (30 s on a busy machine); the hanging one is late by construction
-
-
-def _text(message) -> str:
-    part = next(p for p in message.walk() if p.get_content_type() == "text/plain")
-    return part.get_payload(decode=True).decode().replace("\r\n", "\n")
 
 
 def test_deadline_failure_summary_and_recovery_under_the_scheduler(tmp_path, smtp_receiver, slack_receiver):
@@ -77,7 +73,7 @@ def test_deadline_failure_summary_and_recovery_under_the_scheduler(tmp_path, smt
             airflow.airflow("dags", "trigger", DAG_ID, "--logical-date", f"{BATCH}T03:00:00+00:00")
             airflow.wait("the deadline alert", lambda: alerts() >= 1, DEADLINE_SECONDS + 240)
             assert subjects() == [f"[lakehouse][ci] DEADLINE MISSED {DAG_ID} {BATCH}"]
-            late = _text(smtp_receiver.messages[0])
+            late = email_text(smtp_receiver.messages[0])
             assert "Still running: silver\n" in late and "Not started yet: gold\n" in late
             assert f"({DEADLINE_SECONDS / 3600:g} h after the run was queued at " in late
             assert f"Airflow run: {airflow.env['AIRFLOW__API__BASE_URL']}/dags/{DAG_ID}/runs/manual__" in late
@@ -110,9 +106,9 @@ def test_deadline_failure_summary_and_recovery_under_the_scheduler(tmp_path, smt
         f"[lakehouse][ci] RECOVERED {DAG_ID} {BATCH}",
     ]
     assert [p["text"].split(" ", 1)[1] for p in slack_receiver.posts] == subjects()
-    summary = _text(smtp_receiver.messages[2])
+    summary = email_text(smtp_receiver.messages[2])
     assert "Failed tasks: silver\n" in summary and "Not run because of it: gold\n" in summary
     assert "Airflow log: " in summary and "/tasks/silver?try_number=1" in summary
-    recovered = _text(smtp_receiver.messages[3])
+    recovered = email_text(smtp_receiver.messages[3])
     assert f"Detail: batch {BATCH} succeeded again; it had been failing since " in recovered
     assert "(silver failed)\n" in recovered

@@ -14,6 +14,7 @@ import requests
 
 from local_databricks.server import LocalJobsApi
 from spark_jobs.settings import REPO_ROOT
+from tests.conftest import email_text
 
 pytestmark = [pytest.mark.slow, pytest.mark.delta]
 BATCH = date(2024, 1, 15)
@@ -150,11 +151,6 @@ def test_a_timed_out_task_cancels_its_databricks_run(lakehouse, monkeypatch):
     assert run["state"]["result_state"] == "CANCELED"
 
 
-def _text(message) -> str:
-    part = next(p for p in message.walk() if p.get_content_type() == "text/plain")
-    return part.get_payload(decode=True).decode().replace("\r\n", "\n")  # SMTP transports lines as CRLF
-
-
 def test_final_failure_sends_one_task_alert_and_one_run_summary(lakehouse, monkeypatch, alert_connections):
     """retries=2: nothing on the first two failures; after the third, one email + one Slack message
     for the task and one DAG-run summary (the DAG-level callback, under dag.test())."""
@@ -170,14 +166,14 @@ def test_final_failure_sends_one_task_alert_and_one_run_summary(lakehouse, monke
         f"[lakehouse][local] DAG FAILED ecommerce_lakehouse {BATCH}",
     ]
     assert [p["text"].split(" ", 1)[1] for p in slack.posts] == [m["Subject"] for m in smtp.messages]
-    text = _text(smtp.messages[0])
+    text = email_text(smtp.messages[0])
     assert "Try: 3/3" in text
     assert f"Batch date: {BATCH}" in text
     assert f"Databricks run: {api.base_url}/runs/" in text
     assert "RuntimeError: cluster terminated: spot loss" in text
     run_path = f"/dags/ecommerce_lakehouse/runs/{quote(dag_run.run_id)}"
     assert f"Airflow log: http://localhost:8080{run_path}/tasks/silver?try_number=3" in text
-    summary = _text(smtp.messages[1])
+    summary = email_text(smtp.messages[1])
     assert "Failed tasks: silver\n" in summary and "Not run because of it: gold\n" in summary
     assert f"Airflow run: http://localhost:8080{run_path}\n" in summary
 
@@ -195,7 +191,7 @@ def test_the_next_success_after_a_failed_run_says_recovered_once(lakehouse, monk
         f"[lakehouse][local] DAG FAILED ecommerce_lakehouse {BATCH}",
         f"[lakehouse][local] RECOVERED ecommerce_lakehouse {BATCH}",
     ]
-    recovered = _text(smtp.messages[2])
+    recovered = email_text(smtp.messages[2])
     assert f"Detail: batch {BATCH} succeeded again; it had been failing since " in recovered
     assert "(gold failed)\n" in recovered
     assert slack.posts[2]["text"].startswith(":large_green_circle: [lakehouse][local] RECOVERED")
@@ -214,7 +210,7 @@ def test_an_expectation_failure_alert_carries_the_dq_summary(lakehouse, monkeypa
     message, summary = smtp.messages
     assert message["Subject"] == f"[lakehouse][local] FAILED silver {BATCH}"
     assert summary["Subject"] == f"[lakehouse][local] DAG FAILED ecommerce_lakehouse {BATCH}"
-    text = _text(message)
+    text = email_text(message)
     assert "Likely cause: a data-quality expectation failed" in text
     assert "Data quality:\ndata quality check failed for crm_sales_details" in text
     assert "sales_equals_quantity_times_price" in text and "BREACHED" in text
@@ -260,4 +256,4 @@ def test_an_invalid_batch_date_in_the_conf_still_alerts(lakehouse, monkeypatch, 
         "[lakehouse][local] FAILED bronze invalid batch_date '15/01/2024'",
         "[lakehouse][local] DAG FAILED ecommerce_lakehouse invalid batch_date '15/01/2024'",
     ]
-    assert "Invalid isoformat string: '15/01/2024'" in _text(smtp.messages[0])
+    assert "Invalid isoformat string: '15/01/2024'" in email_text(smtp.messages[0])
