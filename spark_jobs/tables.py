@@ -168,10 +168,11 @@ class TableStore:
             if partition_by:
                 writer = writer.partitionBy(*partition_by)
         else:
-            slice_empty = self.read(table).filter(where).limit(1).count() == 0
+            stored = self.read(table)
+            slice_empty = stored.filter(where).limit(1).count() == 0
             if slice_empty and known_empty:
                 return
-            assert_schema(df, self.read(table).schema, what=f"table {table}")
+            assert_schema(df, stored.schema, what=f"table {table}")
             # An empty slice (a new batch) has nothing to replace: a plain append is cheaper.
             writer = df.write.format("delta")
             writer = writer.mode("append") if slice_empty else writer.mode("overwrite").option("replaceWhere", where)

@@ -25,9 +25,6 @@ from lakehouse_airflow.macros import batch_label
 
 log = logging.getLogger(__name__)
 
-RUNNING_STATES = {"running", "deferred", "up_for_retry", "up_for_reschedule", "restarting", "queued", "scheduled"}
-NOT_STARTED_STATES = {"none", "upstream_failed", "skipped"}
-
 
 def _when(value: Any) -> datetime | None:
     if value is None or isinstance(value, datetime):
@@ -62,14 +59,14 @@ def deadline_facts(context: dict[str, Any], *, task_states: dict[str, str], env:
     if state == "success" and end_date:
         detail += f"; it finished late, at {_fmt(end_date)}"
     run_after = _when(run.get("run_after"))
-    waiting = ", ".join(t for t, s in task_states.items() if s in NOT_STARTED_STATES)
+    waiting = ", ".join(runstate.tasks_in(task_states, runstate.NOT_RUN))
     return AlertFacts(
         kind=Kind.DEADLINE,
         env=env,
         dag_id=run["dag_id"],
         batch_date=batch_label(run.get("conf"), _when(run.get("logical_date")), run_after),
-        running_tasks=tuple(t for t, s in task_states.items() if s in RUNNING_STATES),
-        failed_tasks=tuple(t for t, s in task_states.items() if s == "failed"),
+        running_tasks=runstate.tasks_in(task_states, runstate.RUNNING),
+        failed_tasks=runstate.tasks_in(task_states, runstate.FAILED),
         airflow_run_url=runstate.airflow_run_url(run["dag_id"], run["dag_run_id"]),
         detail=detail,
         extra={"Run state": state, **({"Not started yet": waiting} if waiting else {})},

@@ -28,9 +28,6 @@ from lakehouse_airflow.macros import batch_label
 
 log = logging.getLogger(__name__)
 
-FAILED_STATES = {"failed"}
-NOT_RUN_STATES = {"upstream_failed", "skipped", "none"}
-
 
 def databricks_error(conn_id: str, run_id: int | None) -> str | None:
     """The error and first trace lines of the failed task(s) of a Databricks run (``get-output``)."""
@@ -110,7 +107,7 @@ def dag_run_facts(context: Any, kind: Kind) -> AlertFacts:
     dag_run = context.get("dag_run")
     dag_id, run_id = _ids(context)
     states = runstate.task_states(dag_id, run_id) if kind is Kind.DAG_FAILED else {}
-    failed = tuple(t for t, s in states.items() if s in FAILED_STATES)
+    failed = runstate.tasks_in(states, runstate.FAILED)
     ti = context.get("ti")
     return AlertFacts(
         kind=kind,
@@ -119,7 +116,7 @@ def dag_run_facts(context: Any, kind: Kind) -> AlertFacts:
         batch_date=_batch(context, dag_run) if dag_run is not None else "unknown batch",
         duration_seconds=_run_duration(dag_run),
         failed_tasks=failed,
-        skipped_tasks=tuple(t for t, s in states.items() if s in NOT_RUN_STATES),
+        skipped_tasks=runstate.tasks_in(states, runstate.NOT_RUN),
         log_url=getattr(ti, "log_url", None) if ti is not None and ti.task_id in failed else None,
         airflow_run_url=runstate.airflow_run_url(dag_id, run_id),
         detail=f"run {run_id} ended: {context.get('reason') or kind.value.lower()}",

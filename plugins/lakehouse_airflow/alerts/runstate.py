@@ -22,6 +22,16 @@ log = logging.getLogger(__name__)
 
 INCIDENT_PREFIX = "lakehouse_alerts.incident."
 
+# Task states (as task_states() returns them), grouped the way alerts report them.
+FAILED = frozenset({"failed"})
+NOT_RUN = frozenset({"none", "upstream_failed", "skipped"})  # not started (yet, or because of a failure)
+RUNNING = frozenset({"running", "deferred", "up_for_retry", "up_for_reschedule", "restarting", "queued", "scheduled"})
+
+
+def tasks_in(states: dict[str, str], wanted: frozenset[str]) -> tuple[str, ...]:
+    """The tasks of ``states`` (``{task_id: state}``) whose state is one of ``wanted``."""
+    return tuple(task for task, state in states.items() if state in wanted)
+
 
 def _supervised() -> bool:
     from airflow.sdk.execution_time import task_runner
