@@ -17,11 +17,23 @@ from typing import Any
 import pytest
 import requests
 
+from local_databricks.server import LocalJobsApi
 from spark_jobs.settings import REPO_ROOT
 from tests.conftest import free_port
 
 AIRFLOW = str(Path(sys.executable).parent / "airflow")
 DAG_ID = "ecommerce_lakehouse"
+
+
+def local_jobs_api(tmp_path: Path, token: str) -> LocalJobsApi:
+    """The local Databricks Jobs API, started, running our jobs over ``tmp_path/landing`` into
+    ``tmp_path/tables`` (the DAG's tasks reach it through ``AIRFLOW_CONN_DATABRICKS_DEFAULT``)."""
+    env = {
+        **os.environ,
+        "LAKEHOUSE_ROOT": str(tmp_path / "tables"),
+        "LAKEHOUSE_LANDING_ROOT": str(tmp_path / "landing"),
+    }
+    return LocalJobsApi(state_dir=tmp_path / "jobs-api", token=token, workdir=REPO_ROOT, env=env).start()
 
 
 def sql(query: str, *, database: str, autocommit: bool = False) -> list[tuple]:

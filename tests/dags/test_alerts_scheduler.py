@@ -12,17 +12,14 @@ One Airflow, one story, in order:
 from __future__ import annotations
 
 import json
-import os
 import time
 from datetime import date
 
 import pytest
 import requests
 
-from local_databricks.server import LocalJobsApi
-from spark_jobs.settings import REPO_ROOT
 from tests.conftest import email_text
-from tests.dags.standalone import DAG_ID, airflow_standalone, postgres_database
+from tests.dags.standalone import DAG_ID, airflow_standalone, local_jobs_api, postgres_database
 
 pytestmark = [pytest.mark.slow, pytest.mark.delta]
 BATCH = "2024-01-15"
@@ -34,12 +31,7 @@ def test_deadline_failure_summary_and_recovery_under_the_scheduler(tmp_path, smt
     from spark_jobs.sample_data import generate
 
     generate(tmp_path / "landing", scale=0.01, start_date=date.fromisoformat(BATCH), seed=11)
-    job_env = {
-        **os.environ,
-        "LAKEHOUSE_ROOT": str(tmp_path / "tables"),
-        "LAKEHOUSE_LANDING_ROOT": str(tmp_path / "landing"),
-    }
-    api = LocalJobsApi(state_dir=tmp_path / "jobs-api", token=TOKEN, workdir=REPO_ROOT, env=job_env).start()
+    api = local_jobs_api(tmp_path, TOKEN)
     smtp = {
         "conn_type": "smtp",
         "host": "127.0.0.1",

@@ -3,14 +3,12 @@ triggerer, API server, LocalExecutor on PostgreSQL) equals running the 3 days in
 
 from __future__ import annotations
 
-import os
 from datetime import date, timedelta
 
 import pytest
 
-from local_databricks.server import LocalJobsApi
-from spark_jobs.settings import REPO_ROOT, Settings
-from tests.dags.standalone import DAG_ID, airflow_standalone, postgres_database
+from spark_jobs.settings import Settings
+from tests.dags.standalone import DAG_ID, airflow_standalone, local_jobs_api, postgres_database
 from tests.spark_jobs.test_pipeline import snapshot
 
 pytestmark = [pytest.mark.slow, pytest.mark.delta]
@@ -25,8 +23,7 @@ def test_three_day_backfill_through_the_scheduler_equals_running_in_order(tmp_pa
 
     generate(tmp_path / "landing", scale=0.01, start_date=START, days=len(DAYS) - 1, seed=5)
     tables = tmp_path / "tables"
-    job_env = {**os.environ, "LAKEHOUSE_ROOT": str(tables), "LAKEHOUSE_LANDING_ROOT": str(tmp_path / "landing")}
-    api = LocalJobsApi(state_dir=tmp_path / "jobs-api", token=TOKEN, workdir=REPO_ROOT, env=job_env).start()
+    api = local_jobs_api(tmp_path, TOKEN)
     env = {
         "AIRFLOW_CONN_DATABRICKS_DEFAULT": f"databricks://:{TOKEN}@127.0.0.1:{api.port}/http",
         "LAKEHOUSE_POLLING_SECONDS": "1",

@@ -3,7 +3,6 @@ DatabricksSubmitRunOperator → real HTTP → local Jobs API → ``lakehouse`` s
 
 from __future__ import annotations
 
-import os
 import time
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -12,9 +11,9 @@ from urllib.parse import quote
 import pytest
 import requests
 
-from local_databricks.server import LocalJobsApi
 from spark_jobs.settings import REPO_ROOT
 from tests.conftest import email_text
+from tests.dags.standalone import local_jobs_api
 
 pytestmark = [pytest.mark.slow, pytest.mark.delta]
 BATCH = date(2024, 1, 15)
@@ -26,12 +25,7 @@ def lakehouse(tmp_path, monkeypatch, airflow_db):
     from spark_jobs.sample_data import generate
 
     generate(tmp_path / "landing", scale=0.01, start_date=BATCH, seed=3)
-    env = {
-        **os.environ,
-        "LAKEHOUSE_ROOT": str(tmp_path / "tables"),
-        "LAKEHOUSE_LANDING_ROOT": str(tmp_path / "landing"),
-    }
-    api = LocalJobsApi(state_dir=tmp_path / "jobs-api", token=TOKEN, workdir=REPO_ROOT, env=env).start()
+    api = local_jobs_api(tmp_path, TOKEN)
     monkeypatch.setenv("AIRFLOW_CONN_DATABRICKS_DEFAULT", f"databricks://:{TOKEN}@127.0.0.1:{api.port}/http")
     for key, value in {
         "LAKEHOUSE_POLLING_SECONDS": "1",
