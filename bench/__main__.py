@@ -3,7 +3,8 @@
 Figures, each measured in its own process on this machine in one run:
 * per scale factor: raw rows, floor (read the batch's CSVs and write them once as Delta, same
   engine), bronze / silver / gold / total seconds, total ÷ floor, rows/s, peak RSS;
-* incremental: one new day on top of 30 days of history vs the same day on empty tables;
+* incremental: one new day on top of 30 days of history vs the same day on empty tables (medians
+  of ``--repeat`` alternating runs in one warm process);
 * engines: the same SF1 transforms on classic JVM Spark vs Sail (Parquet output on both: the JVM
   has no Delta jars offline).
 Results also go to ``.bench/results/<timestamp>.json``.
@@ -47,13 +48,17 @@ def _raw_rows(landing: Path, day: date) -> int:
     return total
 
 
-def _worker(mode: str, *, engine: str, landing: Path, days: list[date], floor: bool = False) -> dict[str, Any]:
+def _worker(
+    mode: str, *, engine: str, landing: Path, days: list[date], floor: bool = False, repeat: int | None = None
+) -> dict[str, Any]:
     tables = BENCH / "tables" / f"{mode}-{engine}-{landing.name}-{len(days)}"
     shutil.rmtree(tables, ignore_errors=True)
     cmd = [sys.executable, "-m", "bench.worker", mode, "--engine", engine, "--landing", str(landing),
            "--tables", str(tables), "--days", ",".join(d.isoformat() for d in days)]  # fmt: skip
     if floor:
         cmd.append("--floor")
+    if repeat is not None:
+        cmd += ["--repeat", str(repeat)]
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO_ROOT, check=False)
     shutil.rmtree(tables, ignore_errors=True)
@@ -68,6 +73,7 @@ def main() -> None:
     p.add_argument("--scales", default="1,10", help="comma-separated scale factors (default 1,10)")
     p.add_argument("--sf100", action="store_true", help="add scale factor 100 (long: ~6M sales lines)")
     p.add_argument("--incremental-days", type=int, default=30)
+    p.add_argument("--repeat", type=int, default=5, help="timed incremental runs of each kind (medians compared)")
     p.add_argument("--skip-jvm", action="store_true", help="skip the classic JVM Spark comparison")
     p.add_argument("--seed", type=int, default=42)
     args = p.parse_args()
@@ -96,12 +102,13 @@ def main() -> None:
     n = args.incremental_days
     landing = _data(1, n, args.seed)
     days = [day0 + timedelta(days=i) for i in range(n + 1)]
-    print(f"\nIncremental (SF1): day {days[-1]} after the history batch and {n - 1} daily ones, vs alone:", flush=True)
-    on_top = _worker("pipeline", engine="sail", landing=landing, days=days)
-    alone = _worker("pipeline", engine="sail", landing=landing, days=[days[-1]])
-    report["incremental"] = {"on_top": on_top, "alone": alone, "ratio": on_top["total_s"] / alone["total_s"]}
-    print(f"  on top of history: {on_top['total_s']:.2f}s   alone: {alone['total_s']:.2f}s   "
-          f"ratio: {report['incremental']['ratio']:.2f}")  # fmt: skip
+    print(f"\nIncremental (SF1): day {days[-1]} after the history batch and {n - 1} daily ones, vs alone "
+          f"(medians of {args.repeat} alternating runs):", flush=True)  # fmt: skip
+    inc = _worker("incremental", engine="sail", landing=landing, days=days, repeat=args.repeat)
+    report["incremental"] = inc
+    spread = {k: f"{min(v):.2f}-{max(v):.2f}" for k, v in inc["samples"].items()}
+    print(f"  on top of history: {inc['on_top_s']:.2f}s ({spread['on_top']})   alone: {inc['alone_s']:.2f}s "
+          f"({spread['alone']})   ratio: {inc['ratio']:.2f}")  # fmt: skip
 
     sail_vs_jvm = None
     if not args.skip_jvm:
