@@ -213,7 +213,7 @@ class TableStore:
             if effect.inserts:
                 new_rows = df.join(stored.select(*keys), list(keys), "left_anti") if effect.matched else df
                 self._save(new_rows.write.format("delta").mode("append"), table)
-                self.compact(table, partition_by=partition_by)
+                self.compact(table)
             return
         if slice_column and effect.slices:
             # Every row the MERGE would remove or add lies in these slices: rewrite just them.
@@ -223,7 +223,7 @@ class TableStore:
             kept = stored.filter(where).join(written.select(*keys), list(keys), "left_anti")
             rows = materialize(kept.unionByName(written))  # read fully before the slices are replaced
             self._save(rows.write.format("delta").mode("overwrite").option("replaceWhere", where), table)
-            self.compact(table, partition_by=partition_by)
+            self.compact(table)
             return
         view = f"_merge_source_{table.layer}_{table.name}"
         df.createOrReplaceTempView(view)
@@ -234,26 +234,28 @@ class TableStore:
             self.spark.sql(f"MERGE INTO {table.sql} t USING {view} s ON {on} {actions}")
         finally:
             self.spark.catalog.dropTempView(view)
-        self.compact(table, partition_by=partition_by)
+        self.compact(table)
 
-    def compact(self, table: TableRef, *, partition_by: tuple[str, ...] = ()) -> bool:
-        """Rewrite a local table of more than ``compact_above_files`` data files as one file (same
-        rows, one commit); return whether it did.
+    def compact(self, table: TableRef) -> bool:
+        """Bin-pack the small data files of a local table of more than ``compact_above_files`` files
+        into larger ones (same rows, one ``OPTIMIZE`` commit without data change); return whether it
+        did.
 
-        Every daily append or MERGE adds files, and Sail has no ``OPTIMIZE``. Catalog tables are
-        left to Databricks (auto compaction).
+        Every daily append or MERGE adds files, and Sail has no ``OPTIMIZE``: the ``deltalake``
+        package does it in this process, without a round trip through the engine (a third of the
+        time of reading the table and overwriting it). Catalog tables are left to Databricks (auto
+        compaction).
         """
         if table.path is None:
             return False
         from deltalake import DeltaTable
 
-        files = len(DeltaTable(table.path).file_uris())
+        delta = DeltaTable(table.path)
+        files = len(delta.file_uris())
         if files <= self.compact_above_files:
             return False
-        log.info("compacting %s: %d files", table, files)
-        rows = materialize(self.read(table))  # read fully before the table is overwritten
-        writer = rows.coalesce(1).write.format("delta").mode("overwrite")
-        self._save(writer.partitionBy(*partition_by) if partition_by else writer, table)
+        metrics = delta.optimize.compact()
+        log.info("compacted %s: %d files into %d", table, metrics["numFilesRemoved"], metrics["numFilesAdded"])
         return True
 
     def _save(self, writer: DataFrameWriter, table: TableRef) -> None:
