@@ -200,17 +200,22 @@ def view_definitions(store: TableStore) -> dict[str, DataFrame]:
 
 def publish_views(store: TableStore, settings: Settings) -> None:
     """On Unity Catalog: ``CREATE OR REPLACE VIEW`` over the gold tables. Locally (no catalog to
-    hold a view): materialise each view as a Delta table of the same name, rewritten every run."""
+    hold a view): materialise each view as a Delta table of the same name, rewritten every run.
+
+    The local views are small aggregates and projections: the engine computes them, the result
+    comes back as Arrow and the ``deltalake`` package overwrites the table in this process (one
+    commit, readable with time travel like any other), at a fraction of an engine overwrite.
+    """
     if settings.uses_catalog:
         for name, sql in view_sql(settings).items():
             store.spark.sql(f"CREATE OR REPLACE VIEW {settings.table('gold', name).full_name} AS {sql}")
         return
+    from deltalake import write_deltalake
+
     for name, df in view_definitions(store).items():
         ref = store.ref("gold", name)
-        if store.exists(ref):
-            df.write.format("delta").mode("overwrite").option("overwriteSchema", "true").save(ref.path)
-        else:
-            store.replace_slice(df, ref, where="true")
+        assert ref.path is not None
+        write_deltalake(ref.path, df.toArrow(), mode="overwrite", schema_mode="overwrite")
 
 
 def view_sql(settings: Settings) -> dict[str, str]:

@@ -8,6 +8,7 @@ metrics, and a failing expectation stopping the job with a readable summary.
 from __future__ import annotations
 
 import itertools
+from collections import Counter
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import pytest
 from pyspark.sql import functions as F
 
 from spark_jobs.dq import DataQualityError
+from spark_jobs.gold.job import view_sql
 from spark_jobs.pipeline import run_layers
 from spark_jobs.settings import Settings
 from spark_jobs.tables import TableStore
@@ -163,6 +165,11 @@ def test_views_for_bi(spark, in_order):
     assert monthly.agg(F.sum("sales_amount")).first()[0] == facts.agg(F.sum("sales_amount")).first()[0]
     history = store.read(settings.table("gold", "product_cost_history"))
     assert history.count() == store.read(settings.table("gold", "dim_products")).count()
+    # the local tables hold what the Unity Catalog views (SQL) show over the same gold tables
+    for name, sql in view_sql(settings).items():
+        local = store.read(settings.table("gold", name))
+        assert [(f.name, f.dataType) for f in local.schema] == [(f.name, f.dataType) for f in spark.sql(sql).schema], name
+        assert Counter(map(tuple, local.collect())) == Counter(map(tuple, spark.sql(sql).collect())), name
 
 
 def test_expectation_breach_fails_the_job_with_summary_and_writes_nothing(spark, tmp_path):
