@@ -6,6 +6,7 @@ Writes are idempotent per slice: ``replace_slice`` overwrites exactly the rows m
 
 from __future__ import annotations
 
+import json
 import logging
 import operator
 import os
@@ -168,11 +169,10 @@ class TableStore:
             if partition_by:
                 writer = writer.partitionBy(*partition_by)
         else:
-            stored = self.read(table)
-            slice_empty = stored.filter(where).limit(1).count() == 0
+            schema, slice_empty = self._stored_state(table, where)
             if slice_empty and known_empty:
                 return
-            assert_schema(df, stored.schema, what=f"table {table}")
+            assert_schema(df, schema, what=f"table {table}")
             # An empty slice (a new batch) has nothing to replace: a plain append is cheaper.
             writer = df.write.format("delta")
             writer = writer.mode("append") if slice_empty else writer.mode("overwrite").option("replaceWhere", where)
@@ -206,7 +206,7 @@ class TableStore:
             self.replace_slice(df, table, where="true", partition_by=partition_by)
             return
         stored = self.read(table)
-        assert_schema(df, stored.schema, what=f"table {table}")
+        assert_schema(df, self._stored_state(table)[0], what=f"table {table}")
         effect = merge_effect(df, stored, keys=keys, update_when=update_when, slice_column=slice_column)
         log.info("merge into %s: %s", table, effect)
         if effect.updates == 0:
@@ -257,6 +257,25 @@ class TableStore:
         metrics = delta.optimize.compact()
         log.info("compacted %s: %d files into %d", table, metrics["numFilesRemoved"], metrics["numFilesAdded"])
         return True
+
+    def _stored_state(self, table: TableRef, where: str | None = None) -> tuple[StructType, bool]:
+        """The schema of an existing table and whether no row matches ``where`` (None: not asked).
+
+        A local table answers from its Delta log in this process (``deltalake``: the schema, and the
+        predicate on the files it cannot prune), which saves two engine round trips per write.
+        """
+        if table.path is None:
+            stored = self.read(table)
+            return stored.schema, where is not None and stored.filter(where).limit(1).count() == 0
+        from deltalake import DeltaTable, QueryBuilder
+        from pyspark.sql.types import StructType
+
+        delta = DeltaTable(table.path)
+        schema = StructType.fromJson(json.loads(delta.schema().to_json()))
+        if where is None:
+            return schema, False
+        matching = QueryBuilder().register("t", delta).execute(f"SELECT 1 AS one FROM t WHERE {where} LIMIT 1")
+        return schema, matching.read_all().num_rows == 0
 
     def _save(self, writer: DataFrameWriter, table: TableRef) -> None:
         if table.full_name is not None:
