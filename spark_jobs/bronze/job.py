@@ -7,6 +7,7 @@ untouched. A file that was not delivered leaves its table's batch as it is (no n
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -36,6 +37,11 @@ from spark_jobs.tables import TableStore, batch_predicate
 log = logging.getLogger(__name__)
 
 QUARANTINE_SUFFIX = "_quarantine"
+# A file is read as one row (see ``read_lines``), so its lines start in one partition: a file larger
+# than this is spread over one partition per this many bytes before parsing, for all cores to parse
+# (SF10 sales, 39 MB: bronze 3.1 -> 2.45 s on 2 cores). Smaller files skip the shuffle.
+PARSE_SPLIT_BYTES = 32 * 1024 * 1024
+MAX_PARSE_PARTITIONS = 64
 _METADATA_FIELDS = [
     StructField(SOURCE_FILE, StringType()),
     StructField(BATCH_DATE, DateType()),
@@ -104,7 +110,10 @@ def ingest_file(
         empty = spark.createDataFrame([], bronze_schema(source)), spark.createDataFrame([], QUARANTINE_SCHEMA)
         return IngestedFile(*empty, 0, 0)
     file_columns = header_positions(source, info)
-    parsed = read_lines(spark, info).filter(F.col(LINE_NUMBER) > 1).transform(parse_csv_lines(len(file_columns)))
+    lines = read_lines(spark, info).filter(F.col(LINE_NUMBER) > 1)
+    if info.size > PARSE_SPLIT_BYTES:
+        lines = lines.repartition(min(math.ceil(info.size / PARSE_SPLIT_BYTES), MAX_PARSE_PARTITIONS))
+    parsed = lines.transform(parse_csv_lines(len(file_columns)))
     parsed = materialize(parsed)
     counts = parsed.agg(
         F.count_if(F.col(REASON).isNull()).alias("ok"), F.count_if(F.col(REASON).isNotNull()).alias("bad")

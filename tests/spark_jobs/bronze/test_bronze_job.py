@@ -75,6 +75,15 @@ def test_rerunning_a_batch_replaces_only_that_batch(spark, settings):
     assert total == 3
 
 
+@pytest.fixture(params=["one partition", "split for parsing"])
+def parse_split(request, monkeypatch):
+    """Run a test on small files as they are (parsed in one partition) and as if they were large
+    (lines spread over several partitions before parsing)."""
+    if request.param == "split for parsing":
+        monkeypatch.setattr("spark_jobs.bronze.job.PARSE_SPLIT_BYTES", 64)
+
+
+@pytest.mark.usefixtures("parse_split")
 def test_malformed_lines_are_quarantined_with_line_numbers_and_nothing_is_lost(spark, settings):
     content = (
         CUST_HEADER.encode() + b"\r\n"
@@ -106,6 +115,7 @@ def test_malformed_lines_are_quarantined_with_line_numbers_and_nothing_is_lost(s
     assert {r["_source_file"] for r in got.values()} == {str(path)}
 
 
+@pytest.mark.usefixtures("parse_split")
 def test_line_numbers_follow_the_file_in_a_large_file(spark, settings):
     n = 120_000
     body = "".join(f"{i},AW{i},N,L,S,F,2020-01-01\r\n" for i in range(2, n + 2))
