@@ -36,7 +36,19 @@ def floor(spark: Any, landing: Path, day: date, scratch: Path, fmt: str) -> floa
     t0 = time.perf_counter()
     for name, path in _files(landing, day):
         df = spark.read.option("header", True).csv(str(path))
-        df.write.format(fmt).mode("overwrite").save(str(scratch / name))
+        df.write.format(fmt).mode("overwrite").save(str(scratch / name / "1"))
+    return time.perf_counter() - t0
+
+
+def copies(spark: Any, landing: Path, day: date, scratch: Path, fmt: str, n: int) -> float:
+    """The floor of an ``n``-layer design: the batch written once (as ``floor``), then read back and
+    written again ``n - 1`` times with no transformation at all."""
+    t0 = time.perf_counter()
+    floor(spark, landing, day, scratch, fmt)
+    for name, _ in _files(landing, day):
+        for layer in range(2, n + 1):
+            df = spark.read.format(fmt).load(str(scratch / name / str(layer - 1)))
+            df.write.format(fmt).mode("overwrite").save(str(scratch / name / str(layer)))
     return time.perf_counter() - t0
 
 
@@ -67,6 +79,8 @@ def pipeline(args: argparse.Namespace) -> dict[str, Any]:
     if args.floor:
         scratch = tables.parent / (tables.name + "-floor")
         result["floor_s"] = floor(spark, landing, measured, scratch, "delta")
+        shutil.rmtree(scratch, ignore_errors=True)
+        result["three_copies_s"] = copies(spark, landing, measured, scratch, "delta", 3)
         shutil.rmtree(scratch, ignore_errors=True)
     for layer in ("bronze", "silver", "gold"):
         t0 = time.perf_counter()
