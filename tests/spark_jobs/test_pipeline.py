@@ -168,7 +168,9 @@ def test_views_for_bi(spark, in_order):
     # the local tables hold what the Unity Catalog views (SQL) show over the same gold tables
     for name, sql in view_sql(settings).items():
         local = store.read(settings.table("gold", name))
-        assert [(f.name, f.dataType) for f in local.schema] == [(f.name, f.dataType) for f in spark.sql(sql).schema], name
+        assert [(f.name, f.dataType) for f in local.schema] == [(f.name, f.dataType) for f in spark.sql(sql).schema], (
+            name
+        )
         assert Counter(map(tuple, local.collect())) == Counter(map(tuple, spark.sql(sql).collect())), name
 
 
