@@ -32,11 +32,15 @@ log = logging.getLogger(__name__)
 SESSION_CONF = {
     "spark.sql.session.timeZone": "UTC",
     "spark.sql.ansi.enabled": "true",
+}
+LOCAL_CONF = {
+    "spark.sql.shuffle.partitions": "4",
     # PySpark otherwise records the caller's file and line for every DataFrame call, trying
-    # `import IPython` (a search of sys.path) each time: ~15 % of a small batch's run time.
+    # `import IPython` (a search of sys.path) each time: ~15 % of a small batch's run time. A static
+    # conf: a remote Spark Connect server refuses to change it, so it is set on the engines this
+    # process starts (embedded Sail, classic local Spark) only.
     "spark.python.sql.dataFrameDebugging.enabled": "false",
 }
-LOCAL_CONF = {"spark.sql.shuffle.partitions": "4"}
 
 _lock = threading.Lock()
 _sail_server: Any = None
