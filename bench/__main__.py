@@ -78,6 +78,8 @@ def main() -> None:
     p.add_argument("--skip-jvm", action="store_true", help="skip the classic JVM Spark comparison")
     p.add_argument("--seed", type=int, default=42)
     args = p.parse_args()
+    if args.repeat < 1:
+        p.error("--repeat must be at least 1")
     scales = [float(s) for s in args.scales.split(",")] + ([100.0] if args.sf100 else [])
     day0 = DEFAULT_START_DATE
     report: dict[str, Any] = {"started": time.strftime("%Y-%m-%dT%H:%M:%S"), "cpus": os.cpu_count(), "scales": []}

@@ -204,7 +204,7 @@ def publish_views(store: TableStore, settings: Settings) -> None:
 
     The local views are small aggregates and projections: the engine computes them, the result
     comes back as Arrow and the ``deltalake`` package overwrites the table in this process (one
-    commit, readable with time travel like any other), at a fraction of an engine overwrite.
+    commit), at a fraction of an engine overwrite.
     """
     if settings.uses_catalog:
         for name, sql in view_sql(settings).items():
