@@ -173,3 +173,27 @@ def test_sail_limit_time_travel_between_checkpoints(spark, settings):
     assert spark.read.format("delta").option("versionAsOf", 4).load(ref.path).count() == 5
     with pytest.raises(Exception, match="Missing commit file"):
         spark.read.format("delta").option("versionAsOf", 5).load(ref.path).count()
+
+
+@pytest.mark.delta
+def test_slice_and_schema_from_the_delta_log_agree_with_the_engine(spark, settings):
+    """Append vs replaceWhere is decided from the Delta log (deltalake), not by the engine: a wrong
+    'empty' would append a batch twice. Same answers on the predicates the jobs write with."""
+    store = TableStore(spark, settings)
+    partitioned, plain = settings.table("bronze", "p"), settings.table("silver", "dq_metrics")
+    schema = "id long, table_name string, _batch_date date"
+    rows = [(1, "crm_cust_info", date(2024, 1, 1)), (2, "crm_sales_details", date(2024, 1, 2)), (3, "x", None)]
+    for ref, partition_by in ((partitioned, ("_batch_date",)), (plain, ())):
+        store.replace_slice(spark.createDataFrame(rows, schema), ref, where="true", partition_by=partition_by)
+        wheres = [
+            batch_predicate(date(2024, 1, 1)),
+            batch_predicate(date(2024, 1, 3)),
+            "_batch_date IS NULL",
+            f"{batch_predicate(date(2024, 1, 2))} AND table_name IN ('crm_cust_info', 'crm_sales_details')",
+            f"{batch_predicate(date(2024, 1, 2))} AND table_name IN ('crm_cust_info')",
+            "true",
+        ]
+        for where in wheres:
+            stored_schema, empty = store._stored_state(ref, where)
+            assert empty == (store.read(ref).filter(where).count() == 0), (ref, where)
+            assert schema_differences(store.read(ref).schema, stored_schema) == [], ref
