@@ -1,11 +1,12 @@
 """``make bench``: time the pipeline on generated data and print a table (no assertions).
 
-Figures, each measured in its own process on this machine in one run:
+Figures, each measured in its own process on this machine in one run, as medians of ``--repeat``
+timed runs after an untimed one (this VM is noisy):
 * per scale factor: raw rows, floor (read the batch's CSVs and write them once as Delta, same
   engine), the floor of any three-layer design (that copy, then read and written twice more with no
   transformation), bronze / silver / gold / total seconds, total ÷ floor, rows/s, peak RSS;
-* incremental: one new day on top of 30 days of history vs the same day on empty tables (medians
-  of ``--repeat`` alternating runs in one warm process);
+* incremental: one new day on top of 30 days of history vs the same day on empty tables
+  (alternating runs in one warm process);
 * engines: the same SF1 transforms on classic JVM Spark vs Sail (Parquet output on both: the JVM
   has no Delta jars offline).
 Results also go to ``.bench/results/<timestamp>.json``.
@@ -74,7 +75,9 @@ def main() -> None:
     p.add_argument("--scales", default="1,10", help="comma-separated scale factors (default 1,10)")
     p.add_argument("--sf100", action="store_true", help="add scale factor 100 (long: ~6M sales lines)")
     p.add_argument("--incremental-days", type=int, default=30)
-    p.add_argument("--repeat", type=int, default=5, help="timed incremental runs of each kind (medians compared)")
+    p.add_argument(
+        "--repeat", type=int, default=5, help="timed runs of each measurement after an untimed one (medians reported)"
+    )
     p.add_argument("--skip-jvm", action="store_true", help="skip the classic JVM Spark comparison")
     p.add_argument("--seed", type=int, default=42)
     args = p.parse_args()
@@ -84,10 +87,10 @@ def main() -> None:
     day0 = DEFAULT_START_DATE
     report: dict[str, Any] = {"started": time.strftime("%Y-%m-%dT%H:%M:%S"), "cpus": os.cpu_count(), "scales": []}
 
-    print("Full pipeline on one history batch (embedded Sail, Delta):", flush=True)
+    print(f"Full pipeline on one history batch (embedded Sail, Delta; medians of {args.repeat} runs):", flush=True)
     for scale in scales:
         landing = _data(scale, 0, args.seed)
-        r = _worker("pipeline", engine="sail", landing=landing, days=[day0], floor=True)
+        r = _worker("pipeline", engine="sail", landing=landing, days=[day0], floor=True, repeat=args.repeat)
         r.update(scale=scale, raw_rows=_raw_rows(landing, day0))
         r["total_over_floor"] = r["total_s"] / r["floor_s"]
         r["three_copies_over_floor"] = r["three_copies_s"] / r["floor_s"]

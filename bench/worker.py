@@ -66,27 +66,37 @@ def _settings(engine: str, landing: Path, tables: Path) -> Settings:
 
 
 def pipeline(args: argparse.Namespace) -> dict[str, Any]:
-    landing, tables = Path(args.landing), Path(args.tables)
-    settings = _settings(args.engine, landing, tables)
-    spark = get_spark(settings)
+    """The last day of ``--days`` on empty tables: one untimed run, then ``--repeat`` timed ones
+    (each on fresh tables, with the floors when ``--floor``); the median of each figure."""
+    landing, root = Path(args.landing), Path(args.tables)
+    measured = date.fromisoformat(args.days.split(",")[-1])
+    spark = get_spark(_settings(args.engine, landing, root))
     spark.range(10).count()  # warm-up: session and connection
-    days = [date.fromisoformat(d) for d in args.days.split(",")]
-    setup = days[:-1]
-    measured = days[-1]
-    for day in setup:  # history / earlier days, not timed
-        run_layers(spark, settings, day)
-    result: dict[str, Any] = {"engine": args.engine, "day": measured.isoformat(), "setup_days": len(setup)}
-    if args.floor:
-        scratch = tables.parent / (tables.name + "-floor")
-        result["floor_s"] = floor(spark, landing, measured, scratch, "delta")
-        shutil.rmtree(scratch, ignore_errors=True)
-        result["three_copies_s"] = copies(spark, landing, measured, scratch, "delta", 3)
-        shutil.rmtree(scratch, ignore_errors=True)
-    for layer in ("bronze", "silver", "gold"):
-        t0 = time.perf_counter()
-        run_layers(spark, settings, measured, [layer])
-        result[f"{layer}_s"] = time.perf_counter() - t0
-    result["total_s"] = result["bronze_s"] + result["silver_s"] + result["gold_s"]
+    samples: dict[str, list[float]] = {}
+
+    def sample(name: str, seconds: float) -> None:
+        samples.setdefault(name, []).append(seconds)
+
+    for i in range(args.repeat + 1):
+        tables, scratch = root / f"run-{i}", root / f"floor-{i}"
+        if args.floor:
+            sample("floor_s", floor(spark, landing, measured, scratch, "delta"))
+            shutil.rmtree(scratch, ignore_errors=True)
+            sample("three_copies_s", copies(spark, landing, measured, scratch, "delta", 3))
+            shutil.rmtree(scratch, ignore_errors=True)
+        settings = _settings(args.engine, landing, tables)
+        for layer in ("bronze", "silver", "gold"):
+            t0 = time.perf_counter()
+            run_layers(spark, settings, measured, [layer])
+            sample(f"{layer}_s", time.perf_counter() - t0)
+        shutil.rmtree(tables, ignore_errors=True)
+        if i == 0:  # warm-up run, not counted
+            samples.clear()
+    layers = zip(samples["bronze_s"], samples["silver_s"], samples["gold_s"], strict=True)
+    samples["total_s"] = [sum(run) for run in layers]
+    result: dict[str, Any] = {"engine": args.engine, "day": measured.isoformat(), "runs": args.repeat}
+    result.update({name: statistics.median(values) for name, values in samples.items()})
+    result["samples"] = samples
     result["peak_rss_mb"] = _peak_rss_mb()
     return result
 
@@ -195,7 +205,7 @@ def main() -> None:
     p.add_argument("--tables", required=True)
     p.add_argument("--days", required=True, help="comma-separated batch dates; the last one is measured")
     p.add_argument("--floor", action="store_true")
-    p.add_argument("--repeat", type=int, default=5, help="incremental: timed runs of each kind")
+    p.add_argument("--repeat", type=int, default=5, help="timed runs (after an untimed one); medians reported")
     args = p.parse_args()
     modes = {"pipeline": pipeline, "incremental": incremental, "transforms": transforms_only}
     result = modes[args.mode](args)
