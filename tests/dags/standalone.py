@@ -53,7 +53,11 @@ def sql(query: str, *, database: str, autocommit: bool = False) -> list[tuple]:
 
 @contextmanager
 def postgres_database(name: str) -> Iterator[str]:
-    """A fresh PostgreSQL database (its name) for one Airflow; skips the test where PostgreSQL is not running."""
+    """A fresh PostgreSQL database (its name) for one Airflow; skips the test where PostgreSQL is not running.
+
+    The name carries the test process's id, so that two test runs on one machine (two checkouts)
+    never drop each other's database."""
+    name = f"{name}_{os.getpid()}"
     try:
         sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)", database="postgres", autocommit=True)
         sql(f"CREATE DATABASE {name}", database="postgres", autocommit=True)
