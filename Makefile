@@ -7,11 +7,12 @@ RUN := $(UV) run --frozen --all-extras
 export UV_COMPILE_BYTECODE := 1
 
 SCALE ?= 1
+TARGET ?= dev
 RUN_DATE ?= 2014-01-29
 DAYS ?= 0
 LANDING := $(or $(LAKEHOUSE_LANDING_ROOT),.lakehouse/landing)
 
-.PHONY: help install data run pipeline bronze test test-jvm test-all check lint format clean bench
+.PHONY: help install data run pipeline bronze test test-jvm test-all check lint format clean bench deploy
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -55,3 +56,6 @@ clean: ## remove generated data, tables and caches (not .venv)
 
 bench: install ## benchmark: SF1+SF10, incremental day, JVM vs Sail (ARGS="--sf100" adds SF100)
 	$(RUN) python -m bench $(ARGS)
+
+deploy: install ## deploy the Databricks bundle to TARGET (dev|prod) and print the Airflow settings (needs the Databricks CLI)
+	$(RUN) python scripts/deploy.py --target $(TARGET)

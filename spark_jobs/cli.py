@@ -17,19 +17,24 @@ from typing import Any
 
 from spark_jobs.dq import DataQualityError
 from spark_jobs.pipeline import LAYER_JOBS, layers_between
-from spark_jobs.settings import Engine, Settings, SettingsError
+from spark_jobs.settings import Engine, Overrides, Settings, SettingsError
 from spark_jobs.silver.job import ConservationError
+from spark_jobs.target import LAYERS
 
 log = logging.getLogger("lakehouse")
 
 
 def _settings(args: argparse.Namespace) -> Settings:
-    settings = Settings.from_env()
-    return settings.with_overrides(
-        engine=Engine(args.engine) if args.engine else None,
-        landing_root=args.landing_root,
-        lakehouse_root=Path(args.lakehouse_root).resolve() if args.lakehouse_root else None,
-        catalog=args.catalog,
+    """The command line's target first, then the environment; defaults follow what was resolved."""
+    return Settings.from_env(
+        overrides=Overrides(
+            env=args.env,
+            catalog=args.catalog,
+            schemas={layer: name for layer in LAYERS if (name := getattr(args, f"{layer}_schema"))},
+            landing_root=args.landing_root,
+            lakehouse_root=args.lakehouse_root,
+            engine=args.engine,
+        )
     )
 
 
@@ -42,9 +47,14 @@ def _date(value: str) -> date:
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--engine", choices=[e.value for e in Engine], help="override LAKEHOUSE_ENGINE")
-    p.add_argument("--landing-root", help="override LAKEHOUSE_LANDING_ROOT")
-    p.add_argument("--lakehouse-root", help="override LAKEHOUSE_ROOT (local tables)")
-    p.add_argument("--catalog", help="override LAKEHOUSE_CATALOG (Unity Catalog)")
+    p.add_argument("--env", help="the target: local, or a workspace target such as dev or prod (LAKEHOUSE_ENV)")
+    p.add_argument("--catalog", help="Unity Catalog catalog (LAKEHOUSE_CATALOG; default lakehouse_<env>)")
+    for layer in LAYERS:
+        p.add_argument(f"--{layer}-schema", help=f"schema of the {layer} tables (LAKEHOUSE_SCHEMA_{layer.upper()})")
+    p.add_argument(
+        "--landing-root", help="where daily exports land (LAKEHOUSE_LANDING_ROOT; default follows the catalog)"
+    )
+    p.add_argument("--lakehouse-root", help="local tables folder, without a catalog (LAKEHOUSE_ROOT)")
 
 
 def build_parser() -> argparse.ArgumentParser:

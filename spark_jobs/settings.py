@@ -16,8 +16,9 @@ from datetime import date
 from enum import StrEnum
 from pathlib import Path
 
+from spark_jobs.target import LAYERS, LOCAL_ENV, default_catalog, default_landing_root
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
-LAYERS = ("bronze", "silver", "gold")
 
 
 class Engine(StrEnum):
@@ -86,49 +87,83 @@ class Settings:
         return f"{self.landing_root.rstrip('/')}/{batch_date.isoformat()}"
 
     def with_overrides(self, **overrides: object) -> Settings:
+        """Replace fields that nothing else derives from (engine, local folders, DQ mode).
+
+        The target (env, catalog, schemas) is resolved only by :meth:`from_env`, where the landing
+        root and the catalog follow it; replacing it here would leave them behind."""
+        derived = sorted(set(overrides) & {"env", "catalog", "schemas"})
+        if derived:
+            raise TypeError(f"{', '.join(derived)} must be resolved with Settings.from_env(overrides=...)")
         return replace(self, **{k: v for k, v in overrides.items() if v is not None})  # type: ignore[arg-type]
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
-        """Resolve settings from environment variables.
+    def from_env(cls, environ: Mapping[str, str] | None = None, *, overrides: Overrides | None = None) -> Settings:
+        """Resolve settings: command-line overrides first, then environment variables, then the
+        defaults, which are derived from what was resolved before them.
 
         ``LAKEHOUSE_ENGINE``: sail (default locally) | spark | connect | databricks (default when
-        ``DATABRICKS_RUNTIME_VERSION`` is set). ``LAKEHOUSE_ROOT`` / ``LAKEHOUSE_LANDING_ROOT``: local
-        folders (default: git-ignored ``.lakehouse/tables`` and ``.lakehouse/landing`` in the repo).
-        ``LAKEHOUSE_CATALOG``: Unity Catalog catalog; when set, tables are ``catalog.<layer>.<name>``
-        (schemas renamed with ``LAKEHOUSE_SCHEMA_BRONZE`` etc.). ``LAKEHOUSE_DQ_MODE``: enforce
-        (default: breached expectations fail the job) | report (logged and recorded only).
+        ``DATABRICKS_RUNTIME_VERSION`` is set). ``LAKEHOUSE_ENV``: the target, ``local`` (default)
+        or a workspace target (``dev``, ``prod``). ``LAKEHOUSE_CATALOG``: Unity Catalog catalog,
+        default ``lakehouse_<env>`` for a workspace target and none for ``local``; with a catalog,
+        tables are ``catalog.<schema>.<name>`` (schemas renamed with ``LAKEHOUSE_SCHEMA_BRONZE``
+        etc.) and the landing root defaults to the catalog's landing volume. Without one,
+        ``LAKEHOUSE_ROOT`` / ``LAKEHOUSE_LANDING_ROOT`` are local folders (default: git-ignored
+        ``.lakehouse/tables`` and ``.lakehouse/landing`` in the repo). ``LAKEHOUSE_DQ_MODE``:
+        enforce (default: breached expectations fail the job) | report (logged and recorded only).
         """
         env = os.environ if environ is None else environ
+        given = overrides or Overrides()
+
+        def pick(override: str | None, variable: str) -> str | None:
+            return override or env.get(variable) or None
+
         on_databricks = "DATABRICKS_RUNTIME_VERSION" in env
-        raw_engine = env.get("LAKEHOUSE_ENGINE") or ("databricks" if on_databricks else "sail")
+        raw_engine = pick(given.engine, "LAKEHOUSE_ENGINE") or ("databricks" if on_databricks else "sail")
         try:
             engine = Engine(raw_engine.strip().lower())
         except ValueError:
             choices = ", ".join(e.value for e in Engine)
             raise SettingsError(f"LAKEHOUSE_ENGINE={raw_engine!r} is not one of: {choices}") from None
-        catalog = env.get("LAKEHOUSE_CATALOG") or None
+        target_env = pick(given.env, "LAKEHOUSE_ENV") or LOCAL_ENV
+        catalog = pick(given.catalog, "LAKEHOUSE_CATALOG") or default_catalog(target_env)
         if engine is Engine.DATABRICKS and catalog is None:
-            catalog = f"lakehouse_{env.get('LAKEHOUSE_ENV', 'dev')}"
-        schemas = {layer: env.get(f"LAKEHOUSE_SCHEMA_{layer.upper()}", layer) for layer in LAYERS}
+            raise SettingsError(
+                "on Databricks the tables live in Unity Catalog: name the target with --env dev|prod "
+                "(catalog lakehouse_<env>) or --catalog, or LAKEHOUSE_ENV / LAKEHOUSE_CATALOG"
+            )
+        schemas = {
+            layer: pick(given.schemas.get(layer), f"LAKEHOUSE_SCHEMA_{layer.upper()}") or layer for layer in LAYERS
+        }
         if catalog is not None:
-            default_landing = f"/Volumes/{catalog}/landing/raw"
+            default_landing = default_landing_root(catalog)
             lakehouse_root = None
         else:
             default_landing = str(REPO_ROOT / ".lakehouse" / "landing")
-            lakehouse_root = Path(env.get("LAKEHOUSE_ROOT") or REPO_ROOT / ".lakehouse" / "tables").resolve()
+            lakehouse_root = Path(pick(given.lakehouse_root, "LAKEHOUSE_ROOT") or REPO_ROOT / ".lakehouse" / "tables")
         dq_mode = env.get("LAKEHOUSE_DQ_MODE", "enforce").strip().lower()
         if dq_mode not in ("enforce", "report"):
             raise SettingsError(f"LAKEHOUSE_DQ_MODE={dq_mode!r} is not one of: enforce, report")
         jars = env.get("LAKEHOUSE_DELTA_JARS")
         return cls(
-            env=env.get("LAKEHOUSE_ENV", "local"),
+            env=target_env,
             engine=engine,
-            landing_root=env.get("LAKEHOUSE_LANDING_ROOT") or default_landing,
-            lakehouse_root=lakehouse_root,
+            landing_root=pick(given.landing_root, "LAKEHOUSE_LANDING_ROOT") or default_landing,
+            lakehouse_root=lakehouse_root.resolve() if lakehouse_root is not None else None,
             catalog=catalog,
             schemas=schemas,
             spark_remote=env.get("SPARK_REMOTE") or None,
             delta_jars_dir=Path(jars) if jars else None,
             dq_enforce=dq_mode == "enforce",
         )
+
+
+@dataclass(frozen=True)
+class Overrides:
+    """What the command line says about the target and the engine; each wins over its variable."""
+
+    env: str | None = None
+    catalog: str | None = None
+    schemas: Mapping[str, str] = field(default_factory=dict)  # layer -> schema
+    landing_root: str | None = None
+    lakehouse_root: str | None = None
+    engine: str | None = None

@@ -1,18 +1,31 @@
 """Deployment settings of the DAG, resolved once from environment variables.
 
-Jobs resolve *where tables live* themselves (``spark_jobs.settings``); this says *how Airflow
-submits them*: which Databricks connection, which compute, which wheel, timeouts and polling.
+:class:`Target` says *where* the jobs write and *what* they run: env, catalog, schemas, landing
+root, wheel. It is resolved here, once, with the naming rule that the jobs and the bundle share
+(``spark_jobs.target``), and passed to every job explicitly as parameters, whatever the compute.
+:class:`DeploymentConfig` adds *how* Airflow submits them: connection, compute, timeouts, polling.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
+from importlib.metadata import PackageNotFoundError, version
+from types import MappingProxyType
+
+from spark_jobs.target import LAYERS, LOCAL_ENV, default_catalog, default_landing_root, volume_catalog
 
 PACKAGE_NAME = "ecommerce-lakehouse"
-ENTRY_POINT = "lakehouse"
+# The wheel's entry point that a Databricks python_wheel_task calls: it returns on success and
+# raises on failure (Databricks ignores a returned value). `lakehouse` is the shell command.
+ENTRY_POINT = "lakehouse_task"
+# Serverless environment of the runs (Python 3.12), as `spec.environment_version` (`client` is deprecated).
+SERVERLESS_ENVIRONMENT_VERSION = "4"
+# A file name pip installs: <distribution>-<version>[-<build>]-<python>-<abi>-<platform>.whl
+_WHEEL_NAME = re.compile(r"^(?P<dist>[A-Za-z0-9_.]+)-(?P<version>[A-Za-z0-9_.!+]+)(-\d[^-]*)?-[^-]+-[^-]+-[^-]+\.whl$")
 
 
 class Compute(StrEnum):
@@ -29,17 +42,104 @@ def _bool(value: str) -> bool:
     return value.strip().lower() in {"1", "true", "yes", "on"}
 
 
+def _local_wheel() -> str:
+    """The wheel ``uv build --wheel`` makes from this checkout. The local Jobs API runs the installed
+    package, as a cluster runs the wheel it installed."""
+    try:
+        current = version(PACKAGE_NAME)
+    except PackageNotFoundError:  # pragma: no cover - the DAG's package is always installed
+        current = "0+unknown"
+    return f"dist/{PACKAGE_NAME.replace('-', '_')}-{current}-py3-none-any.whl"
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where the jobs write and what they run. Build it with :meth:`resolve` or :meth:`from_env`."""
+
+    env: str
+    catalog: str | None  # None: local Delta folders, wherever the (local) Jobs API keeps them
+    schemas: Mapping[str, str]  # layer -> schema
+    landing_root: str | None  # None: the local Jobs API's own landing folder
+    wheel: str
+
+    @classmethod
+    def resolve(
+        cls,
+        *,
+        env: str = LOCAL_ENV,
+        catalog: str | None = None,
+        schemas: Mapping[str, str] | None = None,
+        landing_root: str | None = None,
+        wheel: str | None = None,
+    ) -> Target:
+        """Apply the shared naming rule (a workspace target's catalog is ``lakehouse_<env>``, its
+        landing root that catalog's landing volume) and refuse what cannot work on Databricks."""
+        catalog = catalog or default_catalog(env)
+        unknown = sorted(set(schemas or {}) - set(LAYERS))
+        if unknown:
+            raise ConfigError(f"schemas given for unknown layers {unknown}; the layers are {list(LAYERS)}")
+        resolved = MappingProxyType({layer: (schemas or {}).get(layer) or layer for layer in LAYERS})
+        if catalog is None:
+            return cls(env, None, resolved, None, wheel or _local_wheel())
+        if not wheel:
+            raise ConfigError(
+                f"LAKEHOUSE_WHEEL is needed for the workspace target {env!r}: the path of the deployed wheel "
+                f"that `make deploy TARGET={env}` prints (/Volumes/{catalog}/raw/artifacts/...whl)"
+            )
+        match = _WHEEL_NAME.match(wheel.rsplit("/", 1)[-1])
+        if match is None or match["dist"].lower() != PACKAGE_NAME.replace("-", "_"):
+            raise ConfigError(
+                f"LAKEHOUSE_WHEEL={wheel!r} is not a wheel of {PACKAGE_NAME} that pip can install "
+                f"(expected {PACKAGE_NAME.replace('-', '_')}-<version>-py3-none-any.whl)"
+            )
+        wheel_catalog = volume_catalog(wheel)
+        if wheel_catalog is not None and wheel_catalog != catalog:
+            raise ConfigError(
+                f"the wheel {wheel} is in catalog {wheel_catalog!r} but the tables are in {catalog!r}: "
+                "use the wheel deployed for this target (make deploy), or set LAKEHOUSE_CATALOG to match"
+            )
+        return cls(env, catalog, resolved, landing_root or default_landing_root(catalog), wheel)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> Target:
+        """``LAKEHOUSE_ENV`` (``local`` or a workspace target), ``LAKEHOUSE_CATALOG``,
+        ``LAKEHOUSE_SCHEMA_BRONZE`` / ``_SILVER`` / ``_GOLD``, ``LAKEHOUSE_WHEEL``, and
+        ``LAKEHOUSE_LANDING_ROOT`` for a workspace target (a local landing folder is the local Jobs
+        API's own setting, on its machine)."""
+        env = environ.get("LAKEHOUSE_ENV") or LOCAL_ENV
+        catalog = environ.get("LAKEHOUSE_CATALOG") or None
+        on_workspace = (catalog or default_catalog(env)) is not None
+        return cls.resolve(
+            env=env,
+            catalog=catalog,
+            schemas={layer: environ.get(f"LAKEHOUSE_SCHEMA_{layer.upper()}", "") for layer in LAYERS},
+            landing_root=(environ.get("LAKEHOUSE_LANDING_ROOT") or None) if on_workspace else None,
+            wheel=environ.get("LAKEHOUSE_WHEEL") or None,
+        )
+
+    def job_parameters(self) -> list[str]:
+        """The target as the jobs' command-line flags, the same for every compute option: a job
+        never guesses its target from ambient state (cluster variables, its own defaults)."""
+        parameters = ["--env", self.env]
+        if self.catalog is None:
+            return parameters
+        parameters += ["--catalog", self.catalog]
+        for layer in LAYERS:
+            parameters += [f"--{layer}-schema", self.schemas[layer]]
+        assert self.landing_root is not None
+        return [*parameters, "--landing-root", self.landing_root]
+
+
 @dataclass(frozen=True)
 class DeploymentConfig:
-    env: str = "local"
+    target: Target = field(default_factory=Target.resolve)
     databricks_conn_id: str = "databricks_default"
     compute: Compute = Compute.SERVERLESS
     existing_cluster_id: str | None = None
-    spark_version: str = "15.4.x-scala2.12"
+    serverless_environment_version: str = SERVERLESS_ENVIRONMENT_VERSION
+    spark_version: str = "16.4.x-scala2.12"  # an LTS runtime (Python 3.12)
     node_type_id: str = "i3.xlarge"
     num_workers: int = 2
-    wheel: str | None = None
-    catalog: str | None = None
     run_timeout_seconds: int = 3 * 3600
     polling_period_seconds: int = 30
     deferrable: bool = False
@@ -49,24 +149,21 @@ class DeploymentConfig:
     deadline_seconds: int = 4 * 3600  # the whole run (gold done) within this long of being queued; 0: no deadline
 
     @property
+    def env(self) -> str:
+        return self.target.env
+
+    @property
     def execution_timeout_seconds(self) -> int:
         return self.task_timeout_seconds or self.run_timeout_seconds + 600
 
-    @property
-    def wheel_path(self) -> str:
-        if self.wheel:
-            return self.wheel
-        catalog = self.catalog or f"lakehouse_{self.env}"
-        return f"/Volumes/{catalog}/artifacts/wheels/ecommerce_lakehouse-py3-none-any.whl"
-
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> DeploymentConfig:
-        """``LAKEHOUSE_ENV``, ``LAKEHOUSE_DATABRICKS_CONN_ID``, ``LAKEHOUSE_COMPUTE`` (serverless |
-        job_cluster | existing_cluster), ``LAKEHOUSE_CLUSTER_ID``, ``LAKEHOUSE_SPARK_VERSION``,
-        ``LAKEHOUSE_NODE_TYPE``, ``LAKEHOUSE_NUM_WORKERS``, ``LAKEHOUSE_WHEEL``, ``LAKEHOUSE_CATALOG``,
+        """``LAKEHOUSE_DATABRICKS_CONN_ID``, ``LAKEHOUSE_COMPUTE`` (serverless | job_cluster |
+        existing_cluster), ``LAKEHOUSE_CLUSTER_ID``, ``LAKEHOUSE_SERVERLESS_ENVIRONMENT_VERSION``,
+        ``LAKEHOUSE_SPARK_VERSION``, ``LAKEHOUSE_NODE_TYPE``, ``LAKEHOUSE_NUM_WORKERS``,
         ``LAKEHOUSE_RUN_TIMEOUT_SECONDS``, ``LAKEHOUSE_POLLING_SECONDS``, ``LAKEHOUSE_DEFERRABLE``,
         ``LAKEHOUSE_RETRIES``, ``LAKEHOUSE_RETRY_DELAY_SECONDS``, ``LAKEHOUSE_TASK_TIMEOUT_SECONDS``,
-        ``LAKEHOUSE_DEADLINE_SECONDS``."""
+        ``LAKEHOUSE_DEADLINE_SECONDS``, and the target's (:meth:`Target.from_env`)."""
         env = os.environ if environ is None else environ
         try:
             compute = Compute(env.get("LAKEHOUSE_COMPUTE", Compute.SERVERLESS.value))
@@ -77,17 +174,19 @@ class DeploymentConfig:
         cluster_id = env.get("LAKEHOUSE_CLUSTER_ID") or None
         if compute is Compute.EXISTING_CLUSTER and not cluster_id:
             raise ConfigError("LAKEHOUSE_COMPUTE=existing_cluster needs LAKEHOUSE_CLUSTER_ID")
+        target = Target.from_env(env)
         try:
             return cls(
-                env=env.get("LAKEHOUSE_ENV", "local"),
+                target=target,
                 databricks_conn_id=env.get("LAKEHOUSE_DATABRICKS_CONN_ID", "databricks_default"),
                 compute=compute,
                 existing_cluster_id=cluster_id,
+                serverless_environment_version=env.get(
+                    "LAKEHOUSE_SERVERLESS_ENVIRONMENT_VERSION", cls.serverless_environment_version
+                ),
                 spark_version=env.get("LAKEHOUSE_SPARK_VERSION", cls.spark_version),
                 node_type_id=env.get("LAKEHOUSE_NODE_TYPE", cls.node_type_id),
                 num_workers=int(env.get("LAKEHOUSE_NUM_WORKERS", cls.num_workers)),
-                wheel=env.get("LAKEHOUSE_WHEEL") or None,
-                catalog=env.get("LAKEHOUSE_CATALOG") or None,
                 run_timeout_seconds=int(env.get("LAKEHOUSE_RUN_TIMEOUT_SECONDS", cls.run_timeout_seconds)),
                 polling_period_seconds=int(env.get("LAKEHOUSE_POLLING_SECONDS", cls.polling_period_seconds)),
                 deferrable=_bool(env.get("LAKEHOUSE_DEFERRABLE", "false")),

@@ -5,8 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from lakehouse_airflow.config import ENTRY_POINT, PACKAGE_NAME, Compute, DeploymentConfig
-
-LAYERS = ("bronze", "silver", "gold")
+from spark_jobs.target import LAYERS
 
 
 def submit_run_payload(
@@ -15,13 +14,14 @@ def submit_run_payload(
     """JSON for ``DatabricksSubmitRunOperator(json=...)``.
 
     ``batch_date`` and ``idempotency_token`` may be Jinja templates (the operator renders ``json``).
-    The task runs our wheel's ``lakehouse`` entry point: ``lakehouse <layer> --run-date <batch>``.
+    The task runs our wheel's ``lakehouse_task`` entry point:
+    ``<layer> --run-date <batch> --env <env> [--catalog ... --<layer>-schema ... --landing-root ...]``,
+    the target passed explicitly for every compute option.
     """
     if layer not in LAYERS:
         raise ValueError(f"unknown layer {layer!r}; expected one of {LAYERS}")
-    parameters = [layer, "--run-date", batch_date]
-    if config.catalog:
-        parameters += ["--catalog", config.catalog]
+    parameters = [layer, "--run-date", batch_date, *config.target.job_parameters()]
+    wheel = config.target.wheel
     task: dict[str, Any] = {
         "task_key": layer,
         "python_wheel_task": {"package_name": PACKAGE_NAME, "entry_point": ENTRY_POINT, "parameters": parameters},
@@ -35,10 +35,13 @@ def submit_run_payload(
     if config.compute is Compute.SERVERLESS:
         task["environment_key"] = "lakehouse"
         payload["environments"] = [
-            {"environment_key": "lakehouse", "spec": {"client": "2", "dependencies": [config.wheel_path]}}
+            {
+                "environment_key": "lakehouse",
+                "spec": {"environment_version": config.serverless_environment_version, "dependencies": [wheel]},
+            }
         ]
     else:
-        task["libraries"] = [{"whl": config.wheel_path}]
+        task["libraries"] = [{"whl": wheel}]
         if config.compute is Compute.EXISTING_CLUSTER:
             task["existing_cluster_id"] = config.existing_cluster_id
         else:
@@ -47,7 +50,6 @@ def submit_run_payload(
                 "node_type_id": config.node_type_id,
                 "num_workers": config.num_workers,
                 "data_security_mode": "USER_ISOLATION",
-                "spark_env_vars": {"LAKEHOUSE_ENV": config.env},
             }
     if idempotency_token is not None:
         payload["idempotency_token"] = idempotency_token
