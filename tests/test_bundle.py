@@ -148,6 +148,8 @@ def test_dev_is_a_development_copy_per_user_and_prod_a_single_copy():
 
 
 def test_the_wheel_is_built_with_uv_and_versioned_per_build():
+    # a deploy must not delete the wheel Airflow still runs (LAKEHOUSE_WHEEL) or a roll back needs
+    assert load_bundle("prod")["experimental"]["skip_artifact_cleanup"] is True
     artifacts = load_bundle("prod")["artifacts"]
     assert artifacts == {
         "lakehouse_wheel": {"type": "whl", "path": ".", "build": "uv build --wheel", "dynamic_version": True}
