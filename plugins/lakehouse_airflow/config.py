@@ -38,8 +38,16 @@ class ConfigError(ValueError):
     """A deployment setting is missing or invalid."""
 
 
-def _bool(value: str) -> bool:
-    return value.strip().lower() in {"1", "true", "yes", "on"}
+def flag(environ: Mapping[str, str], name: str, *, default: bool) -> bool:
+    """A boolean setting, parsed one way for the whole Airflow side: 1/true/yes/on (any case) are true."""
+    value = environ.get(name)
+    return default if value is None or not value.strip() else value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def target_env(environ: Mapping[str, str] | None = None) -> str:
+    """The target's name for alerts and tags, read on its own: an invalid deployment setting (often
+    what an alert is about) can never keep an alert from going out."""
+    return (os.environ if environ is None else environ).get("LAKEHOUSE_ENV") or LOCAL_ENV
 
 
 def _local_wheel() -> str:
@@ -106,7 +114,7 @@ class Target:
         ``LAKEHOUSE_SCHEMA_BRONZE`` / ``_SILVER`` / ``_GOLD``, ``LAKEHOUSE_WHEEL``, and
         ``LAKEHOUSE_LANDING_ROOT`` for a workspace target (a local landing folder is the local Jobs
         API's own setting, on its machine)."""
-        env = environ.get("LAKEHOUSE_ENV") or LOCAL_ENV
+        env = target_env(environ)
         catalog = environ.get("LAKEHOUSE_CATALOG") or None
         on_workspace = (catalog or default_catalog(env)) is not None
         return cls.resolve(
@@ -189,7 +197,7 @@ class DeploymentConfig:
                 num_workers=int(env.get("LAKEHOUSE_NUM_WORKERS", cls.num_workers)),
                 run_timeout_seconds=int(env.get("LAKEHOUSE_RUN_TIMEOUT_SECONDS", cls.run_timeout_seconds)),
                 polling_period_seconds=int(env.get("LAKEHOUSE_POLLING_SECONDS", cls.polling_period_seconds)),
-                deferrable=_bool(env.get("LAKEHOUSE_DEFERRABLE", "false")),
+                deferrable=flag(env, "LAKEHOUSE_DEFERRABLE", default=False),
                 retries=int(env.get("LAKEHOUSE_RETRIES", cls.retries)),
                 retry_delay_seconds=int(env.get("LAKEHOUSE_RETRY_DELAY_SECONDS", cls.retry_delay_seconds)),
                 task_timeout_seconds=int(env["LAKEHOUSE_TASK_TIMEOUT_SECONDS"])

@@ -52,7 +52,11 @@ def test_a_catalog_target_runs_every_layer_without_local_only_steps(spark, sampl
     )  # fmt: skip
     assert run.returncode == 0, run.stderr[-3000:]
     assert not local_root.exists()
-    for table in ("lakehouse_ci.bronze.crm_cust_info", "lakehouse_ci.silver.crm_cust_info", "lakehouse_ci.bi.fact_sales"):
+    for table in (
+        "lakehouse_ci.bronze.crm_cust_info",
+        "lakehouse_ci.silver.crm_cust_info",
+        "lakehouse_ci.bi.fact_sales",
+    ):
         assert spark.catalog.tableExists(table), table
     facts = spark.table("lakehouse_ci.bi.fact_sales").count()
     assert facts > 0

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from email.message import EmailMessage
 
 from lakehouse_airflow.alerts.messages import AlertFacts, html_body, redact, slack_message, subject, text_body
+from lakehouse_airflow.config import flag
 
 log = logging.getLogger(__name__)
 
@@ -32,14 +33,13 @@ class AlertConfig:
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> AlertConfig:
         env = os.environ if environ is None else environ
-        flag = lambda name, default: env.get(name, default).strip().lower() in {"1", "true", "yes"}  # noqa: E731
         return cls(
             emails=tuple(e.strip() for e in env.get("LAKEHOUSE_ALERT_EMAILS", "").split(",") if e.strip()),
             smtp_conn_id=env.get("LAKEHOUSE_SMTP_CONN_ID", cls.smtp_conn_id),
             slack_conn_id=env.get("LAKEHOUSE_SLACK_CONN_ID", cls.slack_conn_id),
             from_email=env.get("LAKEHOUSE_ALERT_FROM", cls.from_email),
-            notify_on_retry=flag("LAKEHOUSE_ALERT_ON_RETRY", "false"),
-            notify_on_recovery=flag("LAKEHOUSE_ALERT_ON_RECOVERY", "true"),
+            notify_on_retry=flag(env, "LAKEHOUSE_ALERT_ON_RETRY", default=False),
+            notify_on_recovery=flag(env, "LAKEHOUSE_ALERT_ON_RECOVERY", default=True),
         )
 
 

@@ -23,7 +23,7 @@ from airflow.providers.common.compat.notifier import BaseNotifier
 from lakehouse_airflow.alerts import runstate
 from lakehouse_airflow.alerts.delivery import AlertConfig, deliver
 from lakehouse_airflow.alerts.messages import AlertFacts, Kind
-from lakehouse_airflow.config import DeploymentConfig
+from lakehouse_airflow.config import target_env
 from lakehouse_airflow.macros import batch_label
 
 log = logging.getLogger(__name__)
@@ -76,7 +76,7 @@ def facts_from_context(context: Any, kind: Kind) -> AlertFacts:
         )
     return AlertFacts(
         kind=kind,
-        env=DeploymentConfig.from_env().env,
+        env=target_env(),
         dag_id=dag_run.dag_id,
         batch_date=_batch(context, dag_run),
         task_id=ti.task_id,
@@ -111,7 +111,7 @@ def dag_run_facts(context: Any, kind: Kind) -> AlertFacts:
     ti = context.get("ti")
     return AlertFacts(
         kind=kind,
-        env=DeploymentConfig.from_env().env,
+        env=target_env(),
         dag_id=dag_id,
         batch_date=_batch(context, dag_run) if dag_run is not None else "unknown batch",
         duration_seconds=_run_duration(dag_run),
@@ -133,7 +133,7 @@ def fallback_facts(context: Any, kind: Kind, exc: Exception) -> AlertFacts:
     ti = context.get("ti")
     return AlertFacts(
         kind=kind,
-        env=DeploymentConfig.from_env().env,
+        env=target_env(),
         dag_id=dag_id,
         batch_date="unknown batch",
         task_id=getattr(ti, "task_id", None) if kind in (Kind.FAILED, Kind.RETRY) else None,
