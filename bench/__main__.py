@@ -4,9 +4,10 @@ Figures, each measured in its own process on this machine in one run, as medians
 timed runs after an untimed one (this VM is noisy):
 * per scale factor: raw rows, floor (read the batch's CSVs and write them once as Delta, same
   engine), the floor of any three-layer design (that copy, then read and written twice more with no
-  transformation), bronze / silver / gold / total seconds, total ÷ floor, rows/s, peak RSS;
+  transformation), bronze / silver / gold / total seconds, total ÷ floor, total ÷ three copies,
+  Spark Connect round trips (``bench/roundtrips.py``; per layer in the JSON), rows/s, peak RSS;
 * incremental: one new day on top of 30 days of history vs the same day on empty tables
-  (alternating runs in one warm process);
+  (alternating runs in one warm process), and the round trips of each;
 * engines: the same SF1 transforms on classic JVM Spark vs Sail (Parquet output on both: the JVM
   has no Delta jars offline).
 Results also go to ``.bench/results/<timestamp>.json``.
@@ -94,6 +95,7 @@ def main() -> None:
         r.update(scale=scale, raw_rows=_raw_rows(landing, day0))
         r["total_over_floor"] = r["total_s"] / r["floor_s"]
         r["three_copies_over_floor"] = r["three_copies_s"] / r["floor_s"]
+        r["total_over_three_copies"] = r["total_s"] / r["three_copies_s"]
         r["rows_per_s"] = r["raw_rows"] / r["total_s"]
         report["scales"].append(r)
     columns = [  # (header, width, format of the value)
@@ -107,6 +109,8 @@ def main() -> None:
         ("total s", 8, lambda r: f"{r['total_s']:.2f}"),
         ("tot/floor", 9, lambda r: f"{r['total_over_floor']:.2f}"),
         ("3cp/floor", 9, lambda r: f"{r['three_copies_over_floor']:.2f}"),
+        ("tot/3cp", 7, lambda r: f"{r['total_over_three_copies']:.2f}"),
+        ("trips", 5, lambda r: f"{r['round_trips']['total']}"),
         ("rows/s", 9, lambda r: f"{r['rows_per_s']:.0f}"),
         ("peak MB", 8, lambda r: f"{r['peak_rss_mb']:.0f}"),
     ]
@@ -124,6 +128,9 @@ def main() -> None:
     spread = {k: f"{min(v):.2f}-{max(v):.2f}" for k, v in inc["samples"].items()}
     print(f"  on top of history: {inc['on_top_s']:.2f}s ({spread['on_top']})   alone: {inc['alone_s']:.2f}s "
           f"({spread['alone']})   ratio: {inc['ratio']:.2f}")  # fmt: skip
+    for kind, trips in inc["round_trips"].items():
+        print(f"  Spark Connect round trips, {kind.replace('_', ' ')}: {trips['total']} "
+              f"(bronze {trips['bronze']}, silver {trips['silver']}, gold {trips['gold']})")  # fmt: skip
 
     sail_vs_jvm = None
     if not args.skip_jvm:
@@ -146,8 +153,16 @@ def main() -> None:
     print(f"\nresults: {path}")
     sf1 = next((r for r in report["scales"] if r["scale"] == 1), report["scales"][0])
     sf10 = next((r for r in report["scales"] if r["scale"] == 10), None)
+    first_load = (sf10 or sf1)["round_trips"]
     print(
-        f"bench: total/floor={sf1['total_over_floor']:.2f} incremental={report['incremental']['ratio']:.2f} "
+        "round trips, first load (bronze/silver/gold): "
+        + "/".join(str(first_load[layer]) for layer in ("bronze", "silver", "gold"))
+    )
+    print(
+        f"bench: total/3copies={sf1['total_over_three_copies']:.2f} total/floor={sf1['total_over_floor']:.2f} "
+        f"incremental={report['incremental']['ratio']:.2f} "
+        f"round_trips_first_load={first_load['total']} "
+        f"round_trips_daily={report['incremental']['round_trips']['on_top']['total']} "
         f"sf10_total_s={sf10['total_s'] if sf10 else float('nan'):.2f} "
         f"sail_vs_jvm={sail_vs_jvm if sail_vs_jvm is not None else float('nan'):.2f} "
         f"peak_rss_mb={max(r['peak_rss_mb'] for r in report['scales']):.0f}"

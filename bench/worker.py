@@ -12,6 +12,7 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
+from bench.roundtrips import counting, total
 from spark_jobs.engine import get_spark, supports_delta
 from spark_jobs.pipeline import run_layers
 from spark_jobs.settings import Settings
@@ -73,6 +74,7 @@ def pipeline(args: argparse.Namespace) -> dict[str, Any]:
     spark = get_spark(_settings(args.engine, landing, root))
     spark.range(10).count()  # warm-up: session and connection
     samples: dict[str, list[float]] = {}
+    trips: dict[str, int] = {}
 
     def sample(name: str, seconds: float) -> None:
         samples.setdefault(name, []).append(seconds)
@@ -86,9 +88,11 @@ def pipeline(args: argparse.Namespace) -> dict[str, Any]:
             shutil.rmtree(scratch, ignore_errors=True)
         settings = _settings(args.engine, landing, tables)
         for layer in ("bronze", "silver", "gold"):
-            t0 = time.perf_counter()
-            run_layers(spark, settings, measured, [layer])
-            sample(f"{layer}_s", time.perf_counter() - t0)
+            with counting() as counts:
+                t0 = time.perf_counter()
+                run_layers(spark, settings, measured, [layer])
+                sample(f"{layer}_s", time.perf_counter() - t0)
+            trips[layer] = total(counts)  # the same in every run: the plans do not depend on timing
         shutil.rmtree(tables, ignore_errors=True)
         if i == 0:  # warm-up run, not counted
             samples.clear()
@@ -97,6 +101,7 @@ def pipeline(args: argparse.Namespace) -> dict[str, Any]:
     result: dict[str, Any] = {"engine": args.engine, "day": measured.isoformat(), "runs": args.repeat}
     result.update({name: statistics.median(values) for name, values in samples.items()})
     result["samples"] = samples
+    result["round_trips"] = {**trips, "total": sum(trips.values())}
     result["peak_rss_mb"] = _peak_rss_mb()
     return result
 
@@ -117,14 +122,21 @@ def incremental(args: argparse.Namespace) -> dict[str, Any]:
     for day in days[:-1]:
         run_layers(spark, _settings(args.engine, landing, history), day)
 
+    trips: dict[str, dict[str, int]] = {}
+
     def run(kind: str, i: int) -> float:
         tables = root / f"{kind}-{i}"
         if kind == "on_top":
             shutil.copytree(history, tables)
         settings = _settings(args.engine, landing, tables)
         t0 = time.perf_counter()
-        run_layers(spark, settings, measured)
+        per_layer = {}
+        for layer in ("bronze", "silver", "gold"):
+            with counting() as counts:
+                run_layers(spark, settings, measured, [layer])
+            per_layer[layer] = total(counts)
         elapsed = time.perf_counter() - t0
+        trips[kind] = {**per_layer, "total": sum(per_layer.values())}
         shutil.rmtree(tables)
         return elapsed
 
@@ -143,6 +155,7 @@ def incremental(args: argparse.Namespace) -> dict[str, Any]:
         "alone_s": alone,
         "ratio": on_top / alone,
         "samples": samples,
+        "round_trips": trips,
     }
 
 
