@@ -6,6 +6,7 @@ import contextlib
 import json
 import logging
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -20,47 +21,41 @@ from local_databricks.store import RunStore, now_ms
 
 log = logging.getLogger(__name__)
 
-_ENTRY_POINT_LOADER = (
-    "import sys\n"
-    "from importlib.metadata import entry_points\n"
-    "package, name = sys.argv[1], sys.argv[2]\n"
-    "found = [e for e in entry_points(group='console_scripts', name=name)\n"
-    "         if e.dist is None or e.dist.name.replace('_', '-').lower() == package.replace('_', '-').lower()]\n"
-    "if not found:\n"
-    "    sys.exit(f'no console_scripts entry point {name!r} in package {package!r}')\n"
-    "sys.argv = [name, *sys.argv[3:]]\n"
-    "result = found[0].load()()\n"
-    "sys.exit(result if isinstance(result, int) else 0)\n"
-)
+TASK_PROCESS = "local_databricks.task_process"
 
 
 class TaskSpecError(ValueError):
     """A task the local service cannot run (Databricks would answer 400)."""
 
 
-def task_command(task: dict[str, Any], *, workdir: Path) -> list[str]:
-    """The command line that runs one Databricks task locally."""
+def task_command(task: dict[str, Any], *, workdir: Path, result_file: Path) -> list[str]:
+    """The command line that runs one Databricks task locally (see ``task_process.py``); the
+    child writes its outcome to ``result_file``."""
+    wrapper = [sys.executable, "-m", TASK_PROCESS, str(result_file)]
     if "python_wheel_task" in task:
         wheel = task["python_wheel_task"]
         params = list(wheel.get("parameters") or [])
         params += [f"--{k}={v}" for k, v in (wheel.get("named_parameters") or {}).items()]
-        return [sys.executable, "-c", _ENTRY_POINT_LOADER, wheel["package_name"], wheel["entry_point"], *params]
+        return [*wrapper, "wheel", wheel["package_name"], wheel["entry_point"], *params]
     if "spark_python_task" in task:
         spec = task["spark_python_task"]
         path = Path(spec["python_file"].removeprefix("file:"))
         if not path.is_absolute():
             path = workdir / path
-        return [sys.executable, str(path), *(spec.get("parameters") or [])]
+        return [*wrapper, "file", str(path), *(spec.get("parameters") or [])]
     raise TaskSpecError(f"task {task.get('task_key')!r}: only python_wheel_task and spark_python_task run locally")
 
 
-def _error_from_log(text: str) -> tuple[str, str]:
-    lines = [ln for ln in text.splitlines() if ln.strip()]
-    trace = "\n".join(lines[-60:])
-    for line in reversed(lines):
-        if line.startswith("error: ") or "Error:" in line or "Exception:" in line:
-            return line.strip(), trace
-    return (lines[-1].strip() if lines else "task failed without output"), trace
+def _read_result(result_file: Path, returncode: int, log_text: str) -> tuple[str, str, str]:
+    """(result_state, error, error_trace) of a finished task process, from the JSON it wrote. A
+    process that died before writing it (killed, crashed interpreter) failed; its log's tail is
+    the trace."""
+    try:
+        result = json.loads(result_file.read_text())
+        return str(result["result_state"]), str(result.get("error", "")), str(result.get("error_trace", ""))
+    except (OSError, ValueError, KeyError, TypeError):
+        tail = "\n".join(log_text.splitlines()[-60:])
+        return "FAILED", f"The task process ended with exit code {returncode} without reporting a result", tail
 
 
 class Runner:
@@ -158,6 +153,8 @@ class Runner:
         task_run_id = task["run_id"]
         log_path = Path(task["log_path"])
         log_path.parent.mkdir(parents=True, exist_ok=True)
+        result_file = log_path.with_suffix(".result.json")
+        result_file.unlink(missing_ok=True)
         self.store.update_task(task_run_id, life_cycle_state="RUNNING", start_time=now_ms())
         fault = self.faults.for_task(task["task_key"], run_name)
         if fault and fault["action"] == "fail":
@@ -170,10 +167,10 @@ class Runner:
         if fault and fault["action"] == "hang":
             cmd = [sys.executable, "-c", "import time\nprint('injected hang', flush=True)\nwhile True: time.sleep(1)"]
         else:
-            cmd = task_command(spec, workdir=self.workdir)
+            cmd = task_command(spec, workdir=self.workdir, result_file=result_file)
         env = {**(self.env or os.environ), "DATABRICKS_JOB_RUN_ID": str(run_id), "PYTHONUNBUFFERED": "1"}
         with log_path.open("wb") as out:
-            out.write(f"$ {' '.join([*cmd[:2], '...', *cmd[-4:]])}\n".encode())
+            out.write(f"$ {shlex.join(cmd[4:] if cmd[2] == TASK_PROCESS else cmd)}\n".encode())
             out.flush()
             proc = subprocess.Popen(
                 cmd, stdout=out, stderr=subprocess.STDOUT, cwd=self.workdir, env=env, start_new_session=True
@@ -195,10 +192,8 @@ class Runner:
         text = log_path.read_text(errors="replace")
         if run_id in self._cancelled:
             return self._end_task(task_run_id, "CANCELED", "Run cancelled", "")
-        if proc.returncode == 0:
-            return self._end_task(task_run_id, "SUCCESS", "", "")
-        error, trace = _error_from_log(text)
-        return self._end_task(task_run_id, "FAILED", error, trace)
+        result, error, trace = _read_result(result_file, proc.returncode, text)
+        return self._end_task(task_run_id, result, error, trace)
 
     def _end_task(self, task_run_id: int, result: str, error: str, trace: str) -> str:
         self.store.update_task(

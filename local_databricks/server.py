@@ -112,7 +112,7 @@ class LocalJobsApi:
             raise ApiError(400, "INVALID_PARAMETER_VALUE", "Every task needs a unique, non-empty task_key")
         for task in tasks:
             try:
-                task_command(task, workdir=self.runner.workdir)
+                task_command(task, workdir=self.runner.workdir, result_file=self.state_dir / "unused")
             except (TaskSpecError, KeyError, TypeError) as exc:
                 raise ApiError(
                     400, "INVALID_PARAMETER_VALUE", f"Invalid task {task.get('task_key')!r}: {exc}"

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 PACKAGE_NAME = "ecommerce-lakehouse"
-ENTRY_POINT = "lakehouse"
+ENTRY_POINT = "lakehouse_task"
 
 
 class Compute(StrEnum):

@@ -27,7 +27,7 @@ def test_serverless_payload_is_exact():
                 "task_key": "silver",
                 "python_wheel_task": {
                     "package_name": "ecommerce-lakehouse",
-                    "entry_point": "lakehouse",
+                    "entry_point": "lakehouse_task",
                     "parameters": ["silver", "--run-date", "2024-01-15", "--catalog", "main"],
                 },
                 "timeout_seconds": 7200,
