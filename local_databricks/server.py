@@ -21,19 +21,17 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from local_databricks import page_token
+from local_databricks.errors import ApiError
 from local_databricks.faults import FaultRules
 from local_databricks.runner import Runner, TaskSpecError, task_command
 from local_databricks.store import ACTIVE, RunStore
 
 log = logging.getLogger("local_databricks")
 DEFAULT_TOKEN = "local-dev-token"
+DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT = 20, 25  # runs/list, as Databricks documents
+RUN_TYPES = frozenset({"JOB_RUN", "WORKFLOW_RUN", "SUBMIT_RUN"})
 _API = re.compile(r"^/api/2\.[12]/jobs/runs/(submit|get|get-output|cancel|list)$")
-
-
-class ApiError(Exception):
-    def __init__(self, status: int, error_code: str, message: str) -> None:
-        super().__init__(message)
-        self.status, self.error_code, self.message = status, error_code, message
 
 
 class LocalJobsApi:
@@ -166,11 +164,38 @@ class LocalJobsApi:
         return {}
 
     def list(self, params: dict[str, Any]) -> dict[str, Any]:
-        limit = min(int(params.get("limit", 25)), 25)
-        offset = int(params.get("offset", 0))
-        active_only = str(params.get("active_only", "false")).lower() == "true"
-        rows = self.store.runs(active_only=active_only, limit=limit + 1, offset=offset)
-        return {"runs": [self._run_json(r) for r in rows[:limit]], "has_more": len(rows) > limit}
+        """``runs/list``: newest first, ``limit`` 1-25 (0 = 25, default 20), ``page_token`` from a
+        previous page's ``next_page_token`` / ``prev_page_token``, ``active_only`` / ``completed_only``."""
+        limit = _int_param(params, "limit", default=DEFAULT_LIST_LIMIT) or MAX_LIST_LIMIT
+        if not 0 < limit <= MAX_LIST_LIMIT:
+            raise ApiError(400, "INVALID_PARAMETER_VALUE", f"limit must be between 0 and {MAX_LIST_LIMIT}: {limit}")
+        offset = _int_param(params, "offset", default=0)
+        if offset < 0:
+            raise ApiError(400, "INVALID_PARAMETER_VALUE", f"offset must not be negative: {offset}")
+        active_only, completed_only = _bool_param(params, "active_only"), _bool_param(params, "completed_only")
+        if active_only and completed_only:
+            raise ApiError(400, "INVALID_PARAMETER_VALUE", "active_only and completed_only cannot both be true")
+        run_type = params.get("run_type")
+        if run_type is not None and run_type not in RUN_TYPES:
+            raise ApiError(400, "INVALID_PARAMETER_VALUE", f"run_type must be one of {sorted(RUN_TYPES)}: {run_type!r}")
+        states = "active" if active_only else "completed" if completed_only else "all"
+        if run_type not in (None, "SUBMIT_RUN"):
+            return {"runs": [], "has_more": False}  # every run here is a submitted one
+        token = params.get("page_token")
+        if token:
+            direction, run_id = page_token.decode(token)
+            edge = {"older_than": run_id} if direction == "next" else {"newer_than": run_id}
+            rows = self.store.runs(states=states, limit=limit, **edge)
+        else:
+            rows = self.store.runs(states=states, limit=limit, offset=offset)
+        out: dict[str, Any] = {"runs": [self._run_json(r) for r in rows]}
+        has_older = bool(rows) and self.store.has_runs(states=states, older_than=rows[-1]["run_id"])
+        if has_older:
+            out["next_page_token"] = page_token.encode("next", rows[-1]["run_id"])
+        if rows and self.store.has_runs(states=states, newer_than=rows[0]["run_id"]):
+            out["prev_page_token"] = page_token.encode("prev", rows[0]["run_id"])
+        out["has_more"] = has_older
+        return out
 
     def _run_json(self, run: Any) -> dict[str, Any]:
         state = {"life_cycle_state": run["life_cycle_state"], "state_message": run["state_message"] or ""}
@@ -250,14 +275,28 @@ def _duration(row: Any) -> int:
     return 0
 
 
-def _int_param(params: dict[str, Any], name: str) -> int:
+def _int_param(params: dict[str, Any], name: str, *, default: int | None = None) -> int:
     value = params.get(name)
-    if isinstance(value, list):
-        value = value[0] if value else None
+    if value is None and default is not None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise ApiError(400, "INVALID_PARAMETER_VALUE", f"Missing or invalid parameter: {name}")
     try:
-        return int(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
+        number = int(value)
+    except ValueError:
         raise ApiError(400, "INVALID_PARAMETER_VALUE", f"Missing or invalid parameter: {name}") from None
+    if not -(2**63) <= number < 2**63:
+        raise ApiError(400, "INVALID_PARAMETER_VALUE", f"Parameter {name} is out of range: {value}")
+    return number
+
+
+def _bool_param(params: dict[str, Any], name: str) -> bool:
+    value = params.get(name, False)
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    raise ApiError(400, "INVALID_PARAMETER_VALUE", f"Parameter {name} must be true or false: {value!r}")
 
 
 class _Handler(BaseHTTPRequestHandler):

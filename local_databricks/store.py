@@ -94,13 +94,39 @@ class RunStore:
         with self._lock:
             return self._db.execute("SELECT * FROM tasks WHERE run_id = ?", (task_run_id,)).fetchone()
 
-    def runs(self, *, active_only: bool, limit: int, offset: int) -> list[sqlite3.Row]:
-        where = f"WHERE life_cycle_state IN {ACTIVE}" if active_only else ""
+    def runs(
+        self, *, states: str, limit: int, offset: int = 0, older_than: int | None = None, newer_than: int | None = None
+    ) -> list[sqlite3.Row]:
+        """Runs newest first. ``states``: ``all``, ``active`` or ``completed``. ``older_than`` /
+        ``newer_than`` (run ids, exclusive) give the page after or before a page (keyset pagination)."""
+        where, args = self._run_filter(states, older_than=older_than, newer_than=newer_than)
+        order = "ASC" if newer_than is not None else "DESC"  # the page just newer than a run: nearest first
         with self._lock:
-            return self._db.execute(
-                f"SELECT * FROM runs {where} ORDER BY run_id DESC LIMIT ? OFFSET ?",
-                (limit, offset),
+            rows = self._db.execute(
+                f"SELECT * FROM runs {where} ORDER BY run_id {order} LIMIT ? OFFSET ?", (*args, limit, offset)
             ).fetchall()
+        return rows[::-1] if order == "ASC" else rows
+
+    def has_runs(self, *, states: str, older_than: int | None = None, newer_than: int | None = None) -> bool:
+        where, args = self._run_filter(states, older_than=older_than, newer_than=newer_than)
+        with self._lock:
+            return self._db.execute(f"SELECT 1 FROM runs {where} LIMIT 1", args).fetchone() is not None
+
+    @staticmethod
+    def _run_filter(states: str, *, older_than: int | None, newer_than: int | None) -> tuple[str, tuple[int, ...]]:
+        clauses = {
+            "all": [],
+            "active": [f"life_cycle_state IN {ACTIVE}"],
+            "completed": [f"life_cycle_state NOT IN {ACTIVE}"],
+        }[states]
+        args: list[int] = []
+        if older_than is not None:
+            clauses.append("run_id < ?")
+            args.append(older_than)
+        if newer_than is not None:
+            clauses.append("run_id > ?")
+            args.append(newer_than)
+        return ("WHERE " + " AND ".join(clauses) if clauses else ""), tuple(args)
 
     def active_runs(self) -> list[sqlite3.Row]:
         with self._lock:
