@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -46,6 +47,19 @@ def task_command(task: dict[str, Any], *, workdir: Path, result_file: Path) -> l
     raise TaskSpecError(f"task {task.get('task_key')!r}: only python_wheel_task and spark_python_task run locally")
 
 
+TOKEN_VARIABLES = ("LOCAL_DATABRICKS_TOKEN", "DATABRICKS_TOKEN")
+
+
+def child_environment(env: Mapping[str, str], secrets: tuple[str, ...]) -> dict[str, str]:
+    """The environment of a job process: without the API token, under any name. A job on
+    Databricks does not get the caller's token either."""
+    return {
+        k: v
+        for k, v in env.items()
+        if k not in TOKEN_VARIABLES and not any(secret and secret in v for secret in secrets)
+    }
+
+
 def _read_result(result_file: Path, returncode: int, log_text: str) -> tuple[str, str, str]:
     """(result_state, error, error_trace) of a finished task process, from the JSON it wrote. A
     process that died before writing it (killed, crashed interpreter) failed; its log's tail is
@@ -67,8 +81,10 @@ class Runner:
         max_concurrent_runs: int,
         workdir: Path,
         env: dict[str, str] | None = None,
+        secrets: tuple[str, ...] = (),
     ) -> None:
         self.store = store
+        self.secrets = secrets  # never handed to a job process (the API token)
         self.faults = faults
         self.workdir = workdir
         self.env = env
@@ -131,7 +147,7 @@ class Runner:
             return
         payload = json.loads(run["payload"])
         # The provider's operator sends every JSON value as a string.
-        timeout = float(payload.get("timeout_seconds") or 0)
+        timeout = float(payload.get("timeout_seconds") or 0)  # validated: digits
         deadline = time.monotonic() + timeout if timeout > 0 else None
         self.store.update_run(run_id, life_cycle_state="RUNNING", state_message="", start_time=now_ms())
         for task in self.store.tasks(run_id):
@@ -168,7 +184,11 @@ class Runner:
             cmd = [sys.executable, "-c", "import time\nprint('injected hang', flush=True)\nwhile True: time.sleep(1)"]
         else:
             cmd = task_command(spec, workdir=self.workdir, result_file=result_file)
-        env = {**(self.env or os.environ), "DATABRICKS_JOB_RUN_ID": str(run_id), "PYTHONUNBUFFERED": "1"}
+        env = {
+            **child_environment(self.env if self.env is not None else os.environ, self.secrets),
+            "DATABRICKS_JOB_RUN_ID": str(run_id),
+            "PYTHONUNBUFFERED": "1",
+        }
         with log_path.open("wb") as out:
             out.write(f"$ {shlex.join(cmd[4:] if cmd[2] == TASK_PROCESS else cmd)}\n".encode())
             out.flush()
