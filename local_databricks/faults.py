@@ -19,12 +19,12 @@ class FaultRules:
     rules: list[dict[str, Any]] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def replace(self, rules: list[dict[str, Any]]) -> None:
+    def replace(self, rules: Any) -> None:
+        """Validated first: a bad rule is a ``ValueError`` (HTTP 400) and changes nothing."""
+        if not isinstance(rules, list) or not all(isinstance(r, dict) for r in rules):
+            raise ValueError("fault rules must be a list of objects")
         for rule in rules:
-            if rule.get("action") not in {"status", "drop", "delay", "fail", "hang"}:
-                raise ValueError(f"unknown fault action in {rule}")
-            if "path" not in rule and "task" not in rule:
-                raise ValueError(f"a fault rule needs 'path' or 'task': {rule}")
+            _check(rule)
         with self._lock:
             self.rules = [{"times": 1, **r} for r in rules]
 
@@ -44,3 +44,24 @@ class FaultRules:
 
     def for_task(self, task_key: str, run_name: str) -> dict[str, Any] | None:
         return self._take(lambda r: "task" in r and (r["task"] in task_key or r["task"] in run_name))
+
+
+def _check(rule: dict[str, Any]) -> None:
+    if rule.get("action") not in {"status", "drop", "delay", "fail", "hang"}:
+        raise ValueError(f"unknown fault action in {rule}")
+    if not isinstance(rule.get("path", ""), str) or not isinstance(rule.get("task", ""), str):
+        raise ValueError(f"'path' and 'task' must be strings: {rule}")
+    if "path" not in rule and "task" not in rule:
+        raise ValueError(f"a fault rule needs 'path' or 'task': {rule}")
+    times = rule.get("times", 1)
+    if type(times) is not int or times < -1:
+        raise ValueError(f"'times' must be an integer >= -1: {rule}")
+    status = rule.get("status", 500)
+    if type(status) is not int or not 400 <= status <= 599:
+        raise ValueError(f"'status' must be an HTTP error status (400-599): {rule}")
+    seconds = rule.get("seconds", 1)
+    if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not 0 <= seconds <= 600:
+        raise ValueError(f"'seconds' must be a number of seconds (0-600): {rule}")
+    for name in ("message", "error_code", "method"):
+        if not isinstance(rule.get(name, ""), str):
+            raise ValueError(f"{name!r} must be a string: {rule}")

@@ -6,11 +6,13 @@ import contextlib
 import json
 import logging
 import os
+import shlex
 import signal
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -20,47 +22,54 @@ from local_databricks.store import RunStore, now_ms
 
 log = logging.getLogger(__name__)
 
-_ENTRY_POINT_LOADER = (
-    "import sys\n"
-    "from importlib.metadata import entry_points\n"
-    "package, name = sys.argv[1], sys.argv[2]\n"
-    "found = [e for e in entry_points(group='console_scripts', name=name)\n"
-    "         if e.dist is None or e.dist.name.replace('_', '-').lower() == package.replace('_', '-').lower()]\n"
-    "if not found:\n"
-    "    sys.exit(f'no console_scripts entry point {name!r} in package {package!r}')\n"
-    "sys.argv = [name, *sys.argv[3:]]\n"
-    "result = found[0].load()()\n"
-    "sys.exit(result if isinstance(result, int) else 0)\n"
-)
+TASK_PROCESS = "local_databricks.task_process"
 
 
 class TaskSpecError(ValueError):
     """A task the local service cannot run (Databricks would answer 400)."""
 
 
-def task_command(task: dict[str, Any], *, workdir: Path) -> list[str]:
-    """The command line that runs one Databricks task locally."""
+def task_command(task: dict[str, Any], *, workdir: Path, result_file: Path) -> list[str]:
+    """The command line that runs one Databricks task locally (see ``task_process.py``); the
+    child writes its outcome to ``result_file``."""
+    wrapper = [sys.executable, "-m", TASK_PROCESS, str(result_file)]
     if "python_wheel_task" in task:
         wheel = task["python_wheel_task"]
         params = list(wheel.get("parameters") or [])
         params += [f"--{k}={v}" for k, v in (wheel.get("named_parameters") or {}).items()]
-        return [sys.executable, "-c", _ENTRY_POINT_LOADER, wheel["package_name"], wheel["entry_point"], *params]
+        return [*wrapper, "wheel", wheel["package_name"], wheel["entry_point"], *params]
     if "spark_python_task" in task:
         spec = task["spark_python_task"]
         path = Path(spec["python_file"].removeprefix("file:"))
         if not path.is_absolute():
             path = workdir / path
-        return [sys.executable, str(path), *(spec.get("parameters") or [])]
+        return [*wrapper, "file", str(path), *(spec.get("parameters") or [])]
     raise TaskSpecError(f"task {task.get('task_key')!r}: only python_wheel_task and spark_python_task run locally")
 
 
-def _error_from_log(text: str) -> tuple[str, str]:
-    lines = [ln for ln in text.splitlines() if ln.strip()]
-    trace = "\n".join(lines[-60:])
-    for line in reversed(lines):
-        if line.startswith("error: ") or "Error:" in line or "Exception:" in line:
-            return line.strip(), trace
-    return (lines[-1].strip() if lines else "task failed without output"), trace
+TOKEN_VARIABLES = ("LOCAL_DATABRICKS_TOKEN", "DATABRICKS_TOKEN")
+
+
+def child_environment(env: Mapping[str, str], secrets: tuple[str, ...]) -> dict[str, str]:
+    """The environment of a job process: without the API token, under any name. A job on
+    Databricks does not get the caller's token either."""
+    return {
+        k: v
+        for k, v in env.items()
+        if k not in TOKEN_VARIABLES and not any(secret and secret in v for secret in secrets)
+    }
+
+
+def _read_result(result_file: Path, returncode: int, log_text: str) -> tuple[str, str, str]:
+    """(result_state, error, error_trace) of a finished task process, from the JSON it wrote. A
+    process that died before writing it (killed, crashed interpreter) failed; its log's tail is
+    the trace."""
+    try:
+        result = json.loads(result_file.read_text())
+        return str(result["result_state"]), str(result.get("error", "")), str(result.get("error_trace", ""))
+    except (OSError, ValueError, KeyError, TypeError):
+        tail = "\n".join(log_text.splitlines()[-60:])
+        return "FAILED", f"The task process ended with exit code {returncode} without reporting a result", tail
 
 
 class Runner:
@@ -72,8 +81,10 @@ class Runner:
         max_concurrent_runs: int,
         workdir: Path,
         env: dict[str, str] | None = None,
+        secrets: tuple[str, ...] = (),
     ) -> None:
         self.store = store
+        self.secrets = secrets  # never handed to a job process (the API token)
         self.faults = faults
         self.workdir = workdir
         self.env = env
@@ -136,7 +147,7 @@ class Runner:
             return
         payload = json.loads(run["payload"])
         # The provider's operator sends every JSON value as a string.
-        timeout = float(payload.get("timeout_seconds") or 0)
+        timeout = float(payload.get("timeout_seconds") or 0)  # validated: digits
         deadline = time.monotonic() + timeout if timeout > 0 else None
         self.store.update_run(run_id, life_cycle_state="RUNNING", state_message="", start_time=now_ms())
         for task in self.store.tasks(run_id):
@@ -158,6 +169,8 @@ class Runner:
         task_run_id = task["run_id"]
         log_path = Path(task["log_path"])
         log_path.parent.mkdir(parents=True, exist_ok=True)
+        result_file = log_path.with_suffix(".result.json")
+        result_file.unlink(missing_ok=True)
         self.store.update_task(task_run_id, life_cycle_state="RUNNING", start_time=now_ms())
         fault = self.faults.for_task(task["task_key"], run_name)
         if fault and fault["action"] == "fail":
@@ -170,10 +183,14 @@ class Runner:
         if fault and fault["action"] == "hang":
             cmd = [sys.executable, "-c", "import time\nprint('injected hang', flush=True)\nwhile True: time.sleep(1)"]
         else:
-            cmd = task_command(spec, workdir=self.workdir)
-        env = {**(self.env or os.environ), "DATABRICKS_JOB_RUN_ID": str(run_id), "PYTHONUNBUFFERED": "1"}
+            cmd = task_command(spec, workdir=self.workdir, result_file=result_file)
+        env = {
+            **child_environment(self.env if self.env is not None else os.environ, self.secrets),
+            "DATABRICKS_JOB_RUN_ID": str(run_id),
+            "PYTHONUNBUFFERED": "1",
+        }
         with log_path.open("wb") as out:
-            out.write(f"$ {' '.join([*cmd[:2], '...', *cmd[-4:]])}\n".encode())
+            out.write(f"$ {shlex.join(cmd[4:] if cmd[2] == TASK_PROCESS else cmd)}\n".encode())
             out.flush()
             proc = subprocess.Popen(
                 cmd, stdout=out, stderr=subprocess.STDOUT, cwd=self.workdir, env=env, start_new_session=True
@@ -195,10 +212,8 @@ class Runner:
         text = log_path.read_text(errors="replace")
         if run_id in self._cancelled:
             return self._end_task(task_run_id, "CANCELED", "Run cancelled", "")
-        if proc.returncode == 0:
-            return self._end_task(task_run_id, "SUCCESS", "", "")
-        error, trace = _error_from_log(text)
-        return self._end_task(task_run_id, "FAILED", error, trace)
+        result, error, trace = _read_result(result_file, proc.returncode, text)
+        return self._end_task(task_run_id, result, error, trace)
 
     def _end_task(self, task_run_id: int, result: str, error: str, trace: str) -> str:
         self.store.update_task(

@@ -10,6 +10,8 @@ rules (see ``faults.py``). Every API call needs ``Authorization: Bearer <token>`
 from __future__ import annotations
 
 import argparse
+import hashlib
+import hmac
 import html
 import json
 import logging
@@ -21,19 +23,18 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from local_databricks import page_token, validation
+from local_databricks.errors import ApiError
 from local_databricks.faults import FaultRules
 from local_databricks.runner import Runner, TaskSpecError, task_command
 from local_databricks.store import ACTIVE, RunStore
 
 log = logging.getLogger("local_databricks")
 DEFAULT_TOKEN = "local-dev-token"
+MAX_BODY_BYTES = 10 * 1024 * 1024
+DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT = 20, 25  # runs/list, as Databricks documents
+RUN_TYPES = frozenset({"JOB_RUN", "WORKFLOW_RUN", "SUBMIT_RUN"})
 _API = re.compile(r"^/api/2\.[12]/jobs/runs/(submit|get|get-output|cancel|list)$")
-
-
-class ApiError(Exception):
-    def __init__(self, status: int, error_code: str, message: str) -> None:
-        super().__init__(message)
-        self.status, self.error_code, self.message = status, error_code, message
 
 
 class LocalJobsApi:
@@ -57,7 +58,12 @@ class LocalJobsApi:
         self.store = RunStore(state_dir / "runs.sqlite")
         self.faults = FaultRules()
         self.runner = Runner(
-            self.store, self.faults, max_concurrent_runs=max_concurrent_runs, workdir=workdir or Path.cwd(), env=env
+            self.store,
+            self.faults,
+            max_concurrent_runs=max_concurrent_runs,
+            workdir=workdir or Path.cwd(),
+            env=env,
+            secrets=(token,),
         )
         handler = type("Handler", (_Handler,), {"api": self})
         self.httpd = ThreadingHTTPServer((host, port), handler)
@@ -104,24 +110,12 @@ class LocalJobsApi:
     # --- API operations ---------------------------------------------------------------------
 
     def submit(self, body: dict[str, Any]) -> dict[str, Any]:
-        tasks = body.get("tasks")
-        if not isinstance(tasks, list) or not tasks:
-            raise ApiError(400, "INVALID_PARAMETER_VALUE", "Missing required field: tasks")
-        keys = [t.get("task_key") if isinstance(t, dict) else None for t in tasks]
-        if not all(isinstance(k, str) and k for k in keys) or len(set(keys)) != len(keys):
-            raise ApiError(400, "INVALID_PARAMETER_VALUE", "Every task needs a unique, non-empty task_key")
-        for task in tasks:
+        validation.submit_body(body)
+        for task in body["tasks"]:
             try:
-                task_command(task, workdir=self.runner.workdir)
+                task_command(task, workdir=self.runner.workdir, result_file=self.state_dir / "unused")
             except (TaskSpecError, KeyError, TypeError) as exc:
-                raise ApiError(
-                    400, "INVALID_PARAMETER_VALUE", f"Invalid task {task.get('task_key')!r}: {exc}"
-                ) from None
-        token = body.get("idempotency_token")
-        if token is not None and (not isinstance(token, str) or len(token) > 64):
-            raise ApiError(
-                400, "INVALID_PARAMETER_VALUE", "idempotency_token must be a string of at most 64 characters"
-            )
+                raise validation.invalid(f"Invalid task {task.get('task_key')!r}: {exc}") from None
         run_id, created = self.store.create_run(body, self.state_dir / "logs")
         if created:
             self.runner.submit(run_id)
@@ -166,11 +160,38 @@ class LocalJobsApi:
         return {}
 
     def list(self, params: dict[str, Any]) -> dict[str, Any]:
-        limit = min(int(params.get("limit", 25)), 25)
-        offset = int(params.get("offset", 0))
-        active_only = str(params.get("active_only", "false")).lower() == "true"
-        rows = self.store.runs(active_only=active_only, limit=limit + 1, offset=offset)
-        return {"runs": [self._run_json(r) for r in rows[:limit]], "has_more": len(rows) > limit}
+        """``runs/list``: newest first, ``limit`` 1-25 (0 = 25, default 20), ``page_token`` from a
+        previous page's ``next_page_token`` / ``prev_page_token``, ``active_only`` / ``completed_only``."""
+        limit = _int_param(params, "limit", default=DEFAULT_LIST_LIMIT) or MAX_LIST_LIMIT
+        if not 0 < limit <= MAX_LIST_LIMIT:
+            raise ApiError(400, "INVALID_PARAMETER_VALUE", f"limit must be between 0 and {MAX_LIST_LIMIT}: {limit}")
+        offset = _int_param(params, "offset", default=0)
+        if offset < 0:
+            raise ApiError(400, "INVALID_PARAMETER_VALUE", f"offset must not be negative: {offset}")
+        active_only, completed_only = _bool_param(params, "active_only"), _bool_param(params, "completed_only")
+        if active_only and completed_only:
+            raise ApiError(400, "INVALID_PARAMETER_VALUE", "active_only and completed_only cannot both be true")
+        run_type = params.get("run_type")
+        if run_type is not None and run_type not in RUN_TYPES:
+            raise ApiError(400, "INVALID_PARAMETER_VALUE", f"run_type must be one of {sorted(RUN_TYPES)}: {run_type!r}")
+        states = "active" if active_only else "completed" if completed_only else "all"
+        if run_type not in (None, "SUBMIT_RUN"):
+            return {"runs": [], "has_more": False}  # every run here is a submitted one
+        token = params.get("page_token")
+        if token:
+            direction, run_id = page_token.decode(token)
+            edge = {"older_than": run_id} if direction == "next" else {"newer_than": run_id}
+            rows = self.store.runs(states=states, limit=limit, **edge)
+        else:
+            rows = self.store.runs(states=states, limit=limit, offset=offset)
+        out: dict[str, Any] = {"runs": [self._run_json(r) for r in rows]}
+        has_older = bool(rows) and self.store.has_runs(states=states, older_than=rows[-1]["run_id"])
+        if has_older:
+            out["next_page_token"] = page_token.encode("next", rows[-1]["run_id"])
+        if rows and self.store.has_runs(states=states, newer_than=rows[0]["run_id"]):
+            out["prev_page_token"] = page_token.encode("prev", rows[0]["run_id"])
+        out["has_more"] = has_older
+        return out
 
     def _run_json(self, run: Any) -> dict[str, Any]:
         state = {"life_cycle_state": run["life_cycle_state"], "state_message": run["state_message"] or ""}
@@ -186,7 +207,7 @@ class LocalJobsApi:
             "state": state,
             "status": _status(run),
             "tasks": tasks,
-            "run_page_url": f"{self.page_url}/runs/{run['run_id']}",
+            "run_page_url": self.run_page_url(run["run_id"]),
             "start_time": run["start_time"] or 0,
             "end_time": run["end_time"] or 0,
             "setup_duration": 0,
@@ -208,13 +229,21 @@ class LocalJobsApi:
             "task_key": task["task_key"],
             "state": state,
             "status": _status(task),
-            "run_page_url": f"{self.page_url}/runs/{parent['run_id']}#task-{task['task_key']}",
+            "run_page_url": f"{self.run_page_url(parent['run_id'])}#task-{task['task_key']}",
             "start_time": task["start_time"] or 0,
             "end_time": task["end_time"] or 0,
             "execution_duration": _duration(task),
             "attempt_number": 0,
             **{k: v for k, v in spec.items() if k.endswith("_task")},
         }
+
+    def run_page_signature(self, run_id: int) -> str:
+        """Unguessable per run, derived from the token: a browser (the Airflow UI's "See Databricks
+        Job Run" link) opens the run page with it and no bearer token, and it opens no other page."""
+        return hmac.new(self.token.encode(), f"run-page:{run_id}".encode(), hashlib.sha256).hexdigest()[:32]
+
+    def run_page_url(self, run_id: int) -> str:
+        return f"{self.page_url}/runs/{run_id}?sig={self.run_page_signature(run_id)}"
 
     def run_page(self, run_id: int) -> str:
         run = self.store.run(run_id)
@@ -250,19 +279,34 @@ def _duration(row: Any) -> int:
     return 0
 
 
-def _int_param(params: dict[str, Any], name: str) -> int:
+def _int_param(params: dict[str, Any], name: str, *, default: int | None = None) -> int:
     value = params.get(name)
-    if isinstance(value, list):
-        value = value[0] if value else None
+    if value is None and default is not None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise ApiError(400, "INVALID_PARAMETER_VALUE", f"Missing or invalid parameter: {name}")
     try:
-        return int(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
+        number = int(value)
+    except ValueError:
         raise ApiError(400, "INVALID_PARAMETER_VALUE", f"Missing or invalid parameter: {name}") from None
+    if not -(2**63) <= number < 2**63:
+        raise ApiError(400, "INVALID_PARAMETER_VALUE", f"Parameter {name} is out of range: {value}")
+    return number
+
+
+def _bool_param(params: dict[str, Any], name: str) -> bool:
+    value = params.get(name, False)
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    raise ApiError(400, "INVALID_PARAMETER_VALUE", f"Parameter {name} must be true or false: {value!r}")
 
 
 class _Handler(BaseHTTPRequestHandler):
     api: LocalJobsApi
     protocol_version = "HTTP/1.1"
+    timeout = 60  # seconds a client may take to send its request (a stalled upload frees its thread)
 
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("%s %s", self.address_string(), format % args)
@@ -276,62 +320,103 @@ class _Handler(BaseHTTPRequestHandler):
     def do_PUT(self) -> None:
         self._handle("PUT")
 
+    def do_DELETE(self) -> None:
+        self._handle("DELETE")
+
+    def do_PATCH(self) -> None:
+        self._handle("PATCH")
+
     def _handle(self, method: str) -> None:
-        url = urlsplit(self.path)
-        length = int(self.headers.get("Content-Length") or 0)
-        raw = self.rfile.read(length) if length else b""
         try:
-            fault = self.api.faults.for_request(method, url.path)
-            if fault:
-                if fault["action"] == "drop":
-                    self.close_connection = True
-                    self.connection.close()
-                    return
-                if fault["action"] == "delay":
-                    time.sleep(float(fault.get("seconds", 1)))
-                if fault["action"] == "status":
-                    code = int(fault.get("status", 500))
-                    error = "TOO_MANY_REQUESTS" if code == 429 else "INTERNAL_ERROR"
-                    raise ApiError(code, fault.get("error_code", error), fault.get("message", "injected fault"))
-            if method == "GET" and url.path.startswith("/runs/"):
-                self._send(
-                    200, self.api.run_page(int(url.path.rsplit("/", 1)[-1])).encode(), "text/html; charset=utf-8"
-                )
-                return
-            self._authorize()
-            body = json.loads(raw) if raw else {}
-            if not isinstance(body, dict):
-                raise ApiError(400, "MALFORMED_REQUEST", "Request body must be a JSON object")
-            if method == "PUT" and url.path == "/local/faults":
-                self.api.faults.replace(body.get("rules", []))
-                self._json(200, {"rules": self.api.faults.rules})
-                return
-            match = _API.match(url.path)
-            if not match:
-                raise ApiError(404, "ENDPOINT_NOT_FOUND", f"No API found for '{method} {url.path}'")
-            op = match.group(1)
-            params = {**{k: v[0] for k, v in parse_qs(url.query).items()}, **body}
-            expected = "POST" if op in ("submit", "cancel") else "GET"
-            if method != expected:
-                raise ApiError(405, "METHOD_NOT_ALLOWED", f"{op} expects {expected}")
-            result = {
-                "submit": self.api.submit,
-                "get": self.api.get,
-                "get-output": self.api.get_output,
-                "cancel": self.api.cancel,
-                "list": self.api.list,
-            }[op](params)
-            self._json(200, result)
+            self._route(method)
         except ApiError as exc:
-            self._json(exc.status, {"error_code": exc.error_code, "message": exc.message})
-        except json.JSONDecodeError as exc:
-            self._json(400, {"error_code": "MALFORMED_REQUEST", "message": f"Invalid JSON: {exc}"})
-        except ValueError as exc:
-            self._json(400, {"error_code": "INVALID_PARAMETER_VALUE", "message": str(exc)})
+            self._json(exc.status, exc.body())
+        except (TimeoutError, ConnectionError):
+            self.close_connection = True
+        except Exception as exc:  # a bug: answer it, never drop the connection or print a traceback to the client
+            log.exception("%s %s failed", method, self.path)
+            self._json(500, {"error_code": "INTERNAL_ERROR", "message": f"Local Jobs API internal error: {exc}"})
+
+    def _route(self, method: str) -> None:
+        url = urlsplit(self.path)
+        raw = self._body()
+        fault = self.api.faults.for_request(method, url.path)
+        if fault:
+            if fault["action"] == "drop":
+                self.close_connection = True
+                self.connection.close()
+                return
+            if fault["action"] == "delay":
+                time.sleep(float(fault.get("seconds", 1)))
+            if fault["action"] == "status":
+                code = int(fault.get("status", 500))
+                error = "TOO_MANY_REQUESTS" if code == 429 else "INTERNAL_ERROR"
+                raise ApiError(code, fault.get("error_code", error), fault.get("message", "injected fault"))
+        if url.path.startswith("/runs/"):
+            if method != "GET":
+                raise ApiError(405, "METHOD_NOT_ALLOWED", "run pages are read with GET")
+            run_id = _int_param({"run_id": url.path.removeprefix("/runs/")}, "run_id")
+            signature = parse_qs(url.query).get("sig", [""])[0]
+            if not hmac.compare_digest(signature, self.api.run_page_signature(run_id)):
+                self._authorize()
+            self._send(200, self.api.run_page(run_id).encode(), "text/html; charset=utf-8")
+            return
+        self._authorize()
+        body = _json_object(raw)
+        if url.path == "/local/faults":
+            if method != "PUT":
+                raise ApiError(405, "METHOD_NOT_ALLOWED", "/local/faults expects PUT")
+            try:
+                self.api.faults.replace(body.get("rules", []))
+            except ValueError as exc:
+                raise validation.invalid(str(exc)) from None
+            self._json(200, {"rules": self.api.faults.rules})
+            return
+        match = _API.match(url.path)
+        if not match:
+            raise ApiError(404, "ENDPOINT_NOT_FOUND", f"No API found for '{method} {url.path}'")
+        op = match.group(1)
+        params = {**{k: v[0] for k, v in parse_qs(url.query).items()}, **body}
+        expected = "POST" if op in ("submit", "cancel") else "GET"
+        if method != expected:
+            raise ApiError(405, "METHOD_NOT_ALLOWED", f"{op} expects {expected}")
+        result = {
+            "submit": self.api.submit,
+            "get": self.api.get,
+            "get-output": self.api.get_output,
+            "cancel": self.api.cancel,
+            "list": self.api.list,
+        }[op](params)
+        self._json(200, result)
+
+    def _body(self) -> bytes:
+        """The request body, at most ``MAX_BODY_BYTES``; a bad or missing length is a 4xx, and the
+        connection is closed after it (the unread rest of the body must not become a request)."""
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            self.close_connection = True
+            raise ApiError(
+                411, "INVALID_PARAMETER_VALUE", "Chunked request bodies are not supported: send Content-Length"
+            )
+        header = self.headers.get("Content-Length") or "0"
+        if not header.isdigit() or len(header) > 18:
+            self.close_connection = True
+            raise validation.invalid(f"Invalid Content-Length: {header!r}")
+        length = int(header)
+        if length > MAX_BODY_BYTES:
+            self.close_connection = True
+            if length <= 4 * MAX_BODY_BYTES:  # read it away, so the client gets to read the answer
+                while length > 0:
+                    length -= len(self.rfile.read(min(length, 1 << 20))) or length
+            raise ApiError(
+                413,
+                "REQUEST_LIMIT_EXCEEDED",
+                f"Request body of {length} bytes exceeds the limit of {MAX_BODY_BYTES} bytes",
+            )
+        return self.rfile.read(length) if length else b""
 
     def _authorize(self) -> None:
         header = self.headers.get("Authorization", "")
-        if header != f"Bearer {self.api.token}":
+        if not hmac.compare_digest(header.encode(), f"Bearer {self.api.token}".encode()):
             raise ApiError(401, "UNAUTHENTICATED", "Invalid access token.")
 
     def _json(self, status: int, payload: dict[str, Any]) -> None:
@@ -341,8 +426,22 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(data)))
+        if self.close_connection:
+            self.send_header("Connection", "close")
         self.end_headers()
         self.wfile.write(data)
+
+
+def _json_object(raw: bytes) -> dict[str, Any]:
+    if not raw:
+        return {}
+    try:
+        body = json.loads(raw)
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise validation.invalid(f"Invalid JSON given in the body of the request: {exc}") from None
+    if not isinstance(body, dict):
+        raise validation.invalid("Invalid JSON given in the body of the request - expected a map")
+    return body
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,8 +1,16 @@
-"""``lakehouse`` console script: thin entry points that parse arguments and call one function.
+"""``lakehouse`` command line: thin entry points that parse arguments and call one function.
 
-Usable locally, as a Databricks ``python_wheel_task`` (package ``ecommerce-lakehouse``, entry point
-``lakehouse``, parameters ``["bronze", "--run-date", "{{ ds }}"]``) or via ``spark_python_task``
-pointing at ``spark_jobs/cli.py``.
+Three ways in, one ``main``:
+
+- ``lakehouse_task`` (``main``): the Databricks ``python_wheel_task`` entry point (package
+  ``ecommerce-lakehouse``, parameters ``["bronze", "--run-date", "{{ ds }}"]``). Databricks calls
+  it and ignores what it returns; only an exception fails the task (even ``SystemExit(0)`` does).
+  So ``main`` returns ``None`` on success and raises on failure: our named error itself, or a
+  ``UsageError`` with argparse's message. It never calls ``sys.exit``.
+- ``lakehouse`` (``console``): the shell wrapper for people: ``error: <message>`` and exit code 1
+  on our named errors (no traceback), 2 on a usage error, 0 on success.
+- ``spark_python_task`` on ``spark_jobs/cli.py`` (``entrypoint``): runs ``main`` on ``sys.argv``;
+  an uncaught exception ends the process with a traceback and exit code 1, which fails the task.
 """
 
 from __future__ import annotations
@@ -13,7 +21,7 @@ import sys
 from collections.abc import Sequence
 from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from spark_jobs.dq import DataQualityError
 from spark_jobs.pipeline import LAYER_JOBS, layers_between
@@ -22,6 +30,44 @@ from spark_jobs.silver.job import ConservationError
 from spark_jobs.target import LAYERS
 
 log = logging.getLogger("lakehouse")
+
+# Our named errors (header/schema mismatch, bad settings, missing tables, failed expectations, lost
+# rows) carry messages a person can act on: the shell wrapper prints them without a traceback.
+NAMED_ERRORS: tuple[type[Exception], ...] = (
+    SettingsError,
+    ValueError,
+    FileExistsError,
+    LookupError,
+    DataQualityError,
+    ConservationError,
+)
+
+
+class UsageError(Exception):
+    """A bad command line; the message is argparse's (``lakehouse: error: ...``)."""
+
+    def __init__(self, message: str, *, usage: str = "") -> None:
+        super().__init__(message)
+        self.usage = usage
+
+
+class _HelpShown(Exception):
+    """``--help`` (or ``--version``) printed its text: nothing more to do."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argparse parser that raises instead of exiting: inside a wheel task ``SystemExit`` fails
+    the task, and its message would not reach ``runs/get-output``. Subparsers inherit the class."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{self.prog}: error: {message}", usage=self.format_usage())
+
+    def exit(self, status: int = 0, message: str | None = None) -> NoReturn:
+        if message:
+            sys.stderr.write(message)
+        if status == 0:
+            raise _HelpShown()
+        raise UsageError((message or f"{self.prog}: exit status {status}").strip(), usage=self.format_usage())
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -58,7 +104,7 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="lakehouse", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="lakehouse", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
     for layer in LAYER_JOBS:
@@ -79,23 +125,37 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def main(argv: Sequence[str] | None = None) -> None:
+    """The Databricks ``python_wheel_task`` entry point: returns on success, raises on failure."""
+    try:
+        args = build_parser().parse_args(argv)
+    except _HelpShown:
+        return
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     try:
-        return _dispatch(args)
-    except (SettingsError, ValueError, FileExistsError, LookupError, DataQualityError, ConservationError) as exc:
-        # Our named errors (header/schema mismatch, bad settings, missing tables, failed expectations,
-        # lost rows) carry actionable messages: print them without a traceback.
+        _dispatch(args)
+    except NAMED_ERRORS as exc:
         log.error("%s failed: %s", args.command, exc)
+        raise
+
+
+def console(argv: Sequence[str] | None = None) -> int:
+    """The ``lakehouse`` shell command: exit code 0, 1 (our named errors) or 2 (usage), no traceback."""
+    try:
+        main(argv)
+    except UsageError as exc:
+        print(f"{exc.usage}{exc}", file=sys.stderr)
+        return 2
+    except NAMED_ERRORS as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    return 0
 
 
-def _dispatch(args: argparse.Namespace) -> int:
+def _dispatch(args: argparse.Namespace) -> None:
     if args.command == "generate":
         from spark_jobs.sample_data import DEFAULT_START_DATE, generate
 
@@ -108,7 +168,7 @@ def _dispatch(args: argparse.Namespace) -> int:
             seed=args.seed,
         )
         print(f"wrote {len(written)} batches to {out}: {', '.join(d.isoformat() for d in written)}")
-        return 0
+        return
     from spark_jobs.engine import get_spark
 
     settings = _settings(args)
@@ -117,11 +177,11 @@ def _dispatch(args: argparse.Namespace) -> int:
     for layer in layers:
         for result in LAYER_JOBS[layer](spark, settings, args.run_date):
             print(f"{layer} {result}")
-    return 0
 
 
 def entrypoint(*_: Any) -> None:  # pragma: no cover - for spark_python_task / python -m
-    sys.exit(main())
+    """No ``sys.exit`` on success: Databricks may count even ``SystemExit(0)`` as a failure."""
+    main(sys.argv[1:])
 
 
 if __name__ == "__main__":  # pragma: no cover

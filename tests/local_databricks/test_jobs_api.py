@@ -108,7 +108,7 @@ def test_malformed_payload_is_400_with_databricks_error_code(jobs_api):
         assert response.status_code == 400
         assert response.json()["error_code"] == "INVALID_PARAMETER_VALUE"
     response = requests.post(url, data=b"{not json", headers=headers, timeout=5)
-    assert (response.status_code, response.json()["error_code"]) == (400, "MALFORMED_REQUEST")
+    assert (response.status_code, response.json()["error_code"]) == (400, "INVALID_PARAMETER_VALUE")
 
 
 def test_hook_retries_429_500_and_dropped_connections(hook, jobs_api, tmp_path):
@@ -199,7 +199,7 @@ def test_run_pages_can_be_linked_at_a_public_url(tmp_path):
             timeout=5,
         ).json()["run_id"]
         run = requests.get(f"{api.base_url}/api/2.2/jobs/runs/get?run_id={run_id}", headers=headers, timeout=5).json()
-        assert run["run_page_url"] == f"http://localhost:18765/runs/{run_id}"
-        assert run["tasks"][0]["run_page_url"].startswith(f"http://localhost:18765/runs/{run_id}#task-")
+        assert run["run_page_url"] == f"http://localhost:18765/runs/{run_id}?sig={api.run_page_signature(run_id)}"
+        assert run["tasks"][0]["run_page_url"] == f"{run['run_page_url']}#task-t"
     finally:
         api.stop()
