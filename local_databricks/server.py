@@ -3,8 +3,10 @@
 Endpoints (``/api/2.1/...`` and ``/api/2.2/...``): ``POST jobs/runs/submit``, ``GET jobs/runs/get``,
 ``GET jobs/runs/get-output``, ``POST jobs/runs/cancel``, ``GET jobs/runs/list``. GET parameters come
 from the query string or, as the provider's deferrable trigger sends them, from a JSON body.
-``GET /runs/<run_id>`` is the run page (state and task logs). ``PUT /local/faults`` sets fault
-rules (see ``faults.py``). Every API call needs ``Authorization: Bearer <token>``.
+``GET /runs/<run_id>`` is the run page (state and task logs); it needs the bearer token or the
+run's signature (``?sig=``, in ``run_page_url``). ``PUT /local/faults`` sets fault rules (see
+``faults.py``). Every API call needs ``Authorization: Bearer <token>``. Request validation is in
+``validation.py``; bodies are capped at ``MAX_BODY_BYTES``.
 """
 
 from __future__ import annotations
