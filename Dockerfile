@@ -24,4 +24,7 @@ COPY dags ./dags
 COPY scripts ./scripts
 RUN uv sync --frozen --all-extras
 
+# Generates the development secrets on first start (none is committed), then runs the command.
+COPY docker/entrypoint.sh /usr/local/bin/lakehouse-entrypoint
+ENTRYPOINT ["sh", "/usr/local/bin/lakehouse-entrypoint"]
 EXPOSE 8080 8765
