@@ -5,13 +5,16 @@ runs counted in the local Jobs API. Tests run in file order on one stack (see co
 from __future__ import annotations
 
 import json
+import re
+import shutil
 import subprocess
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
 import pytest
 
-from tests.compose.conftest import DAG_ID, NOTES, Stack, timed
+from tests.compose.conftest import ARTIFACTS, DAG_ID, NOTES, Stack, timed
 from tests.compose.stack import StackError, wait_for
 
 pytestmark = pytest.mark.compose
@@ -19,6 +22,7 @@ pytestmark = pytest.mark.compose
 RUN_TIMEOUT = 900  # waiting only: a DAG run takes 1-3 minutes on a busy 2-core machine
 LAYERS = ("bronze", "silver", "gold")
 GOLD_TABLES = ("dim_customers", "dim_products", "fact_sales")
+SUCCEEDED: dict[str, str] = {}  # batch date → id of a DAG run of it that succeeded
 
 
 def _rows(table: Path) -> int:
@@ -65,6 +69,7 @@ def test_a_run_triggered_with_conf_writes_gold_on_the_host(unpaused: Stack) -> N
     tasks = stack.airflow.task_instances(DAG_ID, str(run["dag_run_id"]))
     assert run["state"] == "success", {k: v["state"] for k, v in tasks.items()}
     assert {k: v["state"] for k, v in tasks.items()} == dict.fromkeys(LAYERS, "success")
+    SUCCEEDED["2014-01-29"] = str(run["dag_run_id"])
     for name in GOLD_TABLES:
         assert _rows(stack.data_dir / "tables" / "gold" / name) > 0, name
     assert "2014-01-29" in _bronze_batches(stack)
@@ -166,3 +171,31 @@ def test_a_scheduler_restart_during_a_run_neither_loses_nor_duplicates_the_datab
     assert run["state"] == "success", {k: (v["state"], v["try_number"]) for k, v in tasks.items()}
     after = {layer: len(stack.jobs_api.runs_named(name)) for layer, name in names.items()}
     assert after == {layer: before[layer] + 1 for layer in LAYERS}, (before, after)
+
+
+def _chromium(*args: str) -> subprocess.CompletedProcess[str]:
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if browser is None:
+        pytest.skip("no headless browser: apt-get install chromium")
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--virtual-time-budget=30000"]
+    return subprocess.run([browser, *flags, *args], capture_output=True, text=True, timeout=180, check=True)
+
+
+def test_in_a_real_browser_the_grid_shows_the_run_and_links_the_databricks_run(unpaused: Stack) -> None:
+    """Headless Chromium opens the UI as a person would (the all-admins login sets the cookie,
+    then the task's page in the grid), finds "See Databricks Job Run" and follows its link."""
+    stack = unpaused
+    if "2014-01-29" not in SUCCEEDED:
+        pytest.skip("needs the triggered run of test_a_run_triggered_with_conf_writes_gold_on_the_host")
+    run_id = SUCCEEDED["2014-01-29"]
+    page = f"/dags/{DAG_ID}/runs/{urllib.parse.quote(run_id, safe='')}/tasks/gold/details"  # the grid + the task
+    url = f"{stack.airflow.base_url}/auth/token/login?next={urllib.parse.quote(page, safe='')}"
+    with timed("browser: task page + screenshot"):
+        dom = _chromium("--dump-dom", url).stdout
+        shot = ARTIFACTS / "airflow-grid.png"
+        _chromium("--window-size=1600,1000", f"--screenshot={shot}", url)
+    links = re.findall(r'href="(http://localhost:\d+/runs/\d+[^"]*)"[^>]*>See Databricks Job Run<', dom)
+    assert links, f"no 'See Databricks Job Run' link in the task's page: {dom[-3000:]}"
+    run_page = _chromium("--dump-dom", links[0].replace("localhost", "127.0.0.1")).stdout
+    assert "lakehouse-dev-gold-2014-01-29" in run_page and "SUCCESS" in run_page
+    assert shot.stat().st_size > 10_000
