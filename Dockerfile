@@ -14,9 +14,10 @@ ENV PYTHONUNBUFFERED=1 \
 RUN pip install --no-cache-dir "uv>=0.5"
 WORKDIR /opt/lakehouse
 
-# Dependencies first (cached while only our code changes), then the project itself.
-COPY pyproject.toml uv.lock README.md ./
+# Dependencies first (cached while only our code and docs change), then the project itself.
+COPY pyproject.toml uv.lock ./
 RUN uv sync --frozen --all-extras --no-install-project
+COPY README.md ./
 COPY spark_jobs ./spark_jobs
 COPY local_databricks ./local_databricks
 COPY plugins ./plugins
@@ -24,4 +25,7 @@ COPY dags ./dags
 COPY scripts ./scripts
 RUN uv sync --frozen --all-extras
 
+# Generates the development secrets on first start (none is committed), then runs the command.
+COPY docker/entrypoint.sh /usr/local/bin/lakehouse-entrypoint
+ENTRYPOINT ["sh", "/usr/local/bin/lakehouse-entrypoint"]
 EXPOSE 8080 8765

@@ -12,7 +12,7 @@ RUN_DATE ?= 2014-01-29
 DAYS ?= 0
 LANDING := $(or $(LAKEHOUSE_LANDING_ROOT),.lakehouse/landing)
 
-.PHONY: help install data run pipeline bronze test test-jvm test-all check lint format clean bench deploy
+.PHONY: help install data run pipeline bronze test test-jvm test-compose test-all check lint format clean bench deploy
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -34,11 +34,14 @@ pipeline: data ## the three layers directly (no Airflow) for RUN_DATE
 bronze: data ## load one batch into bronze
 	$(RUN) lakehouse bronze --run-date $(RUN_DATE)
 
-test: install ## fast tier: all tests on embedded Sail (real Delta tables)
-	$(RUN) pytest
+test: install ## fast tier: all tests on embedded Sail (real Delta tables); not the compose tier
+	$(RUN) pytest -m "not compose"
 
 test-jvm: install ## the transform tests on classic JVM Spark (same semantics check)
 	$(RUN) pytest tests/spark_jobs --engine spark -m "not delta"
+
+test-compose: install ## the docker-compose stack for real: up, trigger, backfill, alert email, restart, down -v
+	$(RUN) pytest tests/compose -m compose -v
 
 test-all: test test-jvm ## both engine tiers
 
