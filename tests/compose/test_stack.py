@@ -131,8 +131,8 @@ def test_a_broken_export_fails_the_batch_and_the_alert_email_reaches_mailpit(unp
     with timed("failing run 2014-02-05 + emails"):
         run = _run_and_wait(stack, {"batch_date": "2014-02-05"})
         assert run["state"] == "failed"
-        failed = "[lakehouse][dev] FAILED bronze 2014-02-05"
-        summary = "[lakehouse][dev] DAG FAILED ecommerce_lakehouse 2014-02-05"
+        failed = "[lakehouse][local] FAILED bronze 2014-02-05"
+        summary = "[lakehouse][local] DAG FAILED ecommerce_lakehouse 2014-02-05"
         wait_for(f"email {failed!r} in Mailpit", lambda: failed in stack.mailpit.subjects() or None, timeout=180)
         wait_for(f"email {summary!r} in Mailpit", lambda: summary in stack.mailpit.subjects() or None, timeout=180)
     text = stack.mailpit.message(failed)["Text"]
