@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import html
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -20,7 +21,7 @@ _SECRET_NAME = (
     r"[\w.\-]*(?:passw(?:or)?d|pwd|secret|token|api[_\-.]?key|access[_\-.]?key|private[_\-.]?key"
     r"|credentials?)[\w.\-]*"
 )
-_SECRETS = [
+_SECRETS: list[tuple[re.Pattern[str], str | Callable[[re.Match[str]], str]]] = [
     # name=value, name: value and --name value, the name bare or quoted (JSON, Python reprs), the
     # value quoted (redacted inside its quotes) or bare (redacted up to the next space, quote,
     # comma, ; or &, so that ``password=p@ss`` loses all of ``p@ss``)
