@@ -25,6 +25,7 @@ from typing import Any
 import pytest
 import requests
 
+from local_databricks.server import LocalJobsApi
 from spark_jobs.settings import Settings
 from tests.dags.standalone import DAG_ID, Standalone, airflow_standalone, local_jobs_api, postgres_database
 from tests.spark_jobs.test_pipeline import snapshot
@@ -40,8 +41,12 @@ LAYERS = ("bronze", "silver", "gold")
 @dataclass
 class Lakehouse:
     airflow: Standalone
-    api_url: str
+    api: LocalJobsApi
     root: Path
+
+    @property
+    def api_url(self) -> str:
+        return self.api.base_url
 
     @property
     def landing(self) -> Path:
@@ -68,9 +73,7 @@ class Lakehouse:
         return [r for r in runs if day is None or r["run_name"].endswith(day.isoformat())]
 
     def set_faults(self, rules: list[dict[str, Any]]) -> None:
-        requests.put(
-            f"{self.api_url}/local/faults", json=rules, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=10
-        ).raise_for_status()
+        self.api.faults.replace(rules)
 
     def day_run(self, day: date) -> tuple[str, int]:
         """(state, clear_number) of the DAG run of batch ``day``."""
@@ -134,7 +137,7 @@ def lakehouse(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lakehouse]:
         with postgres_database("lakehouse_backfill_test") as db, airflow_standalone(root, db, env) as airflow:
             # Unpausing schedules the latest interval (today's empty batch): let it finish first.
             airflow.wait("the scheduled run", lambda: set(airflow.run_states("scheduled")) & {"success", "failed"}, 300)
-            yield Lakehouse(airflow=airflow, api_url=api.base_url, root=root)
+            yield Lakehouse(airflow=airflow, api=api, root=root)
     finally:
         api.stop()
 
