@@ -30,6 +30,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
+from airflow.providers.databricks.exceptions import DatabricksApiError
 from airflow.providers.databricks.operators.databricks import DatabricksSubmitRunOperator
 
 if TYPE_CHECKING:
@@ -90,7 +91,15 @@ class LakehouseSubmitRunOperator(DatabricksSubmitRunOperator):
 
     def _retire_earlier_run(self, run_id: int, try_number: int | None) -> None:
         """Cancel an earlier try's run if it is still active and wait until it has terminated."""
-        state = self._hook.get_run_state(run_id)
+        try:
+            state = self._hook.get_run_state(run_id)
+        except DatabricksApiError as exc:
+            if exc.http_status_code != 404:
+                raise
+            self.log.info(
+                "Databricks run %s of try %s no longer exists; this try submits a new run", run_id, try_number
+            )
+            return
         if state.is_terminal:
             self.log.info(
                 "Databricks run %s of try %s has finished (%s); this try submits a new run",

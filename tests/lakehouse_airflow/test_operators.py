@@ -129,6 +129,13 @@ def test_a_run_id_stored_by_the_provider_operator_is_not_reported_again(api, scr
     assert [r["state"]["result_state"] for r in runs(api)] == ["SUCCESS", "SUCCESS"]
 
 
+def test_a_stored_run_that_no_longer_exists_is_forgotten(api, script):
+    """Databricks keeps run history for a limited time: an expired run answers 404."""
+    store = StateStore({"databricks_run_id": {"run_id": 4242, "try_number": 1}})
+    execute(script, store, try_number=2)
+    assert [r["state"]["result_state"] for r in runs(api)] == ["SUCCESS"]
+
+
 def test_a_restart_within_a_try_reconnects_to_its_active_run(api, script):
     api.faults.replace([{"task": "bronze", "action": "hang", "times": 1}])
     store = StateStore()
