@@ -185,3 +185,29 @@ def test_a_new_try_fails_rather_than_submit_next_to_a_run_it_cannot_cancel(api, 
     assert [r["state"]["life_cycle_state"] for r in runs(api)] == ["RUNNING"]  # nothing submitted next to it
     api.faults.replace([])
     api.runner.cancel(runs(api)[0]["run_id"])
+
+
+def test_a_new_try_fails_rather_than_submit_next_to_a_run_that_does_not_stop(api, script):
+    """Databricks cancels asynchronously: a run still active long after its cancel blocks the new try."""
+    from lakehouse_airflow.operators import EarlierRunStillActiveError
+
+    api.faults.replace(
+        [
+            {"task": "bronze", "action": "hang", "times": 1},
+            # the cancel is accepted (200) but the run goes on
+            {"path": "/api/2.2/jobs/runs/cancel", "action": "status", "status": 200, "times": -1},
+            {"path": "/api/2.1/jobs/runs/cancel", "action": "status", "status": 200, "times": -1},
+        ]
+    )
+    store = StateStore()
+    in_thread(execute, script, store, 1)
+    wait_for(
+        lambda: store.get("databricks_run_id") is not None and runs(api)[0]["state"]["life_cycle_state"] == "RUNNING"
+    )
+    retry = operator(script, 2)
+    retry.cancel_wait_seconds = 2
+    with pytest.raises(EarlierRunStillActiveError, match="still RUNNING 2 s after it was cancelled"):
+        retry.execute({"ti": TaskInstance(2), "task_state_store": store})  # type: ignore[arg-type]
+    assert [r["state"]["life_cycle_state"] for r in runs(api)] == ["RUNNING"]
+    api.faults.replace([])
+    api.runner.cancel(runs(api)[0]["run_id"])
