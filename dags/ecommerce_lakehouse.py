@@ -14,6 +14,10 @@ Databricks runs in order, each the `lakehouse` entry point of our wheel for batc
 `batch_date` from its conf if given, else its logical date's batch, else (no logical date) today's.
 Every job is idempotent per batch, so re-runs, retries and backfills
 (`airflow backfill create --dag-id ecommerce_lakehouse --from-date ... --to-date ...`) are safe.
+**Clearing** a task or a day (UI, `airflow tasks clear`) and a reprocess backfill
+(`--reprocess-behavior completed|failed`) submit new Databricks runs over the landed files as they
+are now; only a restart within one try reconnects to the run that try started, and a new try first
+cancels an earlier try's run that is still active (`lakehouse_airflow.operators`).
 
 **Alerts**: email + Slack after a task's final try, a summary when a run fails, "recovered" on
 the next success, and a Deadline Alert when a run is not done `LAKEHOUSE_DEADLINE_SECONDS`
@@ -28,7 +32,6 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from airflow.providers.databricks.operators.databricks import DatabricksSubmitRunOperator
 from airflow.sdk import AsyncCallback, DeadlineAlert, DeadlineReference, dag
 from airflow.timetables.interval import CronDataIntervalTimetable
 from lakehouse_airflow.alerts.deadline import deadline_missed
@@ -36,6 +39,7 @@ from lakehouse_airflow.alerts.messages import Kind
 from lakehouse_airflow.alerts.notifier import LakehouseAlertNotifier
 from lakehouse_airflow.config import DeploymentConfig
 from lakehouse_airflow.macros import batch_date, idempotency_token
+from lakehouse_airflow.operators import LakehouseSubmitRunOperator
 from lakehouse_airflow.payloads import LAYERS, submit_run_payload
 
 CONFIG = DeploymentConfig.from_env()
@@ -84,7 +88,7 @@ DEADLINE = (
 def ecommerce_lakehouse() -> None:
     previous = None
     for layer in LAYERS:
-        task = DatabricksSubmitRunOperator(
+        task = LakehouseSubmitRunOperator(
             task_id=layer,
             databricks_conn_id=CONFIG.databricks_conn_id,
             json=submit_run_payload(layer, config=CONFIG, batch_date=BATCH_DATE, idempotency_token=TOKEN),

@@ -43,9 +43,11 @@ def idempotency_token(dag_run: Any, task_instance: Any) -> str:
     """Stable for one try of one task of one DAG run; new for the next try.
 
     A worker that restarts the same try re-submits with the same token, and Databricks returns the
-    run already started instead of launching a duplicate (the operator's resumable-job support also
-    reconnects a retry to a run still active). A genuine retry after a failed run has a new
-    ``try_number``, hence a new token and a new Databricks run. Hashed: Databricks allows 64 chars.
+    run already started instead of launching a duplicate (even if the worker died before the run id
+    was stored). Every new try (a retry, a clear, a reprocess backfill) has a new ``try_number``,
+    hence a new token and a new Databricks run: :class:`lakehouse_airflow.operators.
+    LakehouseSubmitRunOperator` resumes only the run of the same try. Hashed: Databricks allows 64
+    chars.
     """
     key = f"{dag_run.dag_id}|{task_instance.task_id}|{dag_run.run_id}|{task_instance.try_number}"
     return "lakehouse-" + hashlib.sha256(key.encode()).hexdigest()[:40]

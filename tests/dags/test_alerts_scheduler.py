@@ -43,7 +43,7 @@ def test_deadline_failure_summary_and_recovery_under_the_scheduler(tmp_path, smt
         "AIRFLOW_CONN_SMTP_DEFAULT": json.dumps(smtp),
         "AIRFLOW_CONN_SLACK_WEBHOOK_DEFAULT": json.dumps({"conn_type": "slackwebhook", "password": slack_receiver.url}),
         "LAKEHOUSE_ALERT_EMAILS": "oncall@example.com",
-        "LAKEHOUSE_ENV": "ci",
+        "LAKEHOUSE_ENV": "local",
         "LAKEHOUSE_DEADLINE_SECONDS": str(DEADLINE_SECONDS),
         "LAKEHOUSE_POLLING_SECONDS": "1",
         "LAKEHOUSE_RETRIES": "0",
@@ -64,7 +64,7 @@ def test_deadline_failure_summary_and_recovery_under_the_scheduler(tmp_path, smt
             api.faults.replace([{"task": "silver", "action": "hang", "times": 1}])
             airflow.airflow("dags", "trigger", DAG_ID, "--logical-date", f"{BATCH}T03:00:00+00:00")
             airflow.wait("the deadline alert", lambda: alerts() >= 1, DEADLINE_SECONDS + 240)
-            assert subjects() == [f"[lakehouse][ci] DEADLINE MISSED {DAG_ID} {BATCH}"]
+            assert subjects() == [f"[lakehouse][local] DEADLINE MISSED {DAG_ID} {BATCH}"]
             late = email_text(smtp_receiver.messages[0])
             assert "Still running: silver\n" in late and "Not started yet: gold\n" in late
             assert f"({DEADLINE_SECONDS / 3600:g} h after the run was queued at " in late
@@ -92,10 +92,10 @@ def test_deadline_failure_summary_and_recovery_under_the_scheduler(tmp_path, smt
         api.stop()
 
     assert subjects() == [
-        f"[lakehouse][ci] DEADLINE MISSED {DAG_ID} {BATCH}",
-        f"[lakehouse][ci] FAILED silver {BATCH}",
-        f"[lakehouse][ci] DAG FAILED {DAG_ID} {BATCH}",
-        f"[lakehouse][ci] RECOVERED {DAG_ID} {BATCH}",
+        f"[lakehouse][local] DEADLINE MISSED {DAG_ID} {BATCH}",
+        f"[lakehouse][local] FAILED silver {BATCH}",
+        f"[lakehouse][local] DAG FAILED {DAG_ID} {BATCH}",
+        f"[lakehouse][local] RECOVERED {DAG_ID} {BATCH}",
     ]
     assert [p["text"].split(" ", 1)[1] for p in slack_receiver.posts] == subjects()
     summary = email_text(smtp_receiver.messages[2])

@@ -44,10 +44,8 @@ def test_policy_retries_timeouts_owner_tags_docs(dagbag):
         assert task.retries >= 1 and task.retry_exponential_backoff
         assert task.execution_timeout is not None and task.execution_timeout > timedelta(0)
         assert task.max_active_tis_per_dag == 1  # a single writer per layer, also in backfills
-        assert task.task_type == "DatabricksSubmitRunOperator"
-        assert (
-            task.json["tasks"][0]["python_wheel_task"]["entry_point"] == "lakehouse_task"
-        )  # returns or raises, as Databricks expects
+        assert task.task_type == "LakehouseSubmitRunOperator"  # resumes only its own try's run
+        assert task.json["tasks"][0]["python_wheel_task"]["entry_point"] == "lakehouse_task"  # returns or raises
         assert "batch_date(dag_run.conf, logical_date, dag_run.run_after)" in task.json["run_name"]
         assert "idempotency_token(dag_run, task_instance)" in task.json["idempotency_token"]
 

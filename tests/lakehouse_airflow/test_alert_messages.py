@@ -127,3 +127,43 @@ def test_recovery_message_has_no_likely_cause():
         slack_message(recovered)["text"]
         == ":large_green_circle: [lakehouse][prod] RECOVERED ecommerce_lakehouse 2024-01-16"
     )
+
+
+def test_redaction_hides_quoted_values_whole():
+    assert redact("password='x'") == "password='***'"
+    assert redact('password="two words"') == 'password="***"'
+    assert redact("{'db_password': 'a\\'b', 'user': 'u'}") == "{'db_password': '***', 'user': 'u'}"
+
+
+def test_redaction_hides_json_tokens_and_keys():
+    assert redact('{"token": "x", "run_id": 7}') == '{"token": "***", "run_id": 7}'
+    assert redact('{"api_key": "k-1", "client_secret":"s"}') == '{"api_key": "***", "client_secret":"***"}'
+
+
+def test_redaction_hides_api_keys():
+    assert redact("api_key=abc123 next") == "api_key=*** next"
+    assert redact("X-Api-Key: k1; other") == "X-Api-Key: ***; other"
+    assert redact("GET /x?a=1&access_token=abc&b=2") == "GET /x?a=1&access_token=***&b=2"
+
+
+def test_redaction_hides_cloud_secrets_named_in_longer_names():
+    assert redact("AWS_SECRET_ACCESS_KEY=wJalrXUtnFEMI/K7MDENG+bPxRfiCY") == "AWS_SECRET_ACCESS_KEY=***"
+    assert redact("export PGPASSWORD=pw; psql") == "export PGPASSWORD=***; psql"
+    assert redact("spark.hadoop.fs.s3a.secret.key=zz") == "spark.hadoop.fs.s3a.secret.key=***"
+    assert redact("lakehouse --token abc --password=x y") == "lakehouse --token *** --password=*** y"
+
+
+def test_redaction_hides_the_whole_bare_value_even_with_punctuation():
+    assert redact("password=p@ss") == "password=***"
+    assert redact("password=p@ss!w0rd#1 user=etl") == "password=*** user=etl"
+    assert redact("smtp://alerts:p@ss@mail:25/x") == "smtp://alerts:***@mail:25/x"
+    assert redact("Authorization: Bearer eyJhbGc.a-b/c+d=") == "Authorization: Bearer ***"
+    assert redact("token: Bearer abc") == "token: Bearer ***"
+
+
+def test_redaction_keeps_ordinary_text():
+    text = "ConservationError: 3 rows lost between bronze and silver\npassword:\nline two"
+    assert redact(text) == text
+    assert redact("http://127.0.0.1:8765/api/2.1/jobs/runs/get?run_id=3") == (
+        "http://127.0.0.1:8765/api/2.1/jobs/runs/get?run_id=3"
+    )

@@ -9,15 +9,34 @@ from __future__ import annotations
 
 import html
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 
 MAX_ERROR_LINES = 12
-_SECRETS = [
-    # bearer tokens, key=value / key: value credentials, Databricks personal access tokens
-    (re.compile(r"(?i)(bearer\s+|token[=:]\s*|password[=:]\s*|secret[=:]\s*|dapi)[A-Za-z0-9._\-]+"), r"\1***"),
-    (re.compile(r"(?i)(\"(?:password|token|secret|access_token)\"\s*:\s*\")[^\"]*(\")"), r"\1***\2"),  # JSON
-    (re.compile(r"(://[^/\s:@]*:)[^@\s/]+(@)"), r"\1***\2"),  # user:password@ in URIs
+# Names whose value is a credential, alone or inside a longer name: ``password``, ``db_password``,
+# ``api_key``, ``X-Api-Key``, ``AWS_SECRET_ACCESS_KEY``, ``client_secret``, ``access_token``,
+# ``spark.hadoop.fs.s3a.secret.key``.
+_SECRET_NAME = (
+    r"[\w.\-]*(?:passw(?:or)?d|pwd|secret|token|api[_\-.]?key|access[_\-.]?key|private[_\-.]?key"
+    r"|credentials?)[\w.\-]*"
+)
+_SECRETS: list[tuple[re.Pattern[str], str | Callable[[re.Match[str]], str]]] = [
+    # name=value, name: value and --name value, the name bare or quoted (JSON, Python reprs), the
+    # value quoted (redacted inside its quotes) or bare (redacted up to the next space, quote,
+    # comma, ; or &, so that ``password=p@ss`` loses all of ``p@ss``)
+    (
+        re.compile(
+            rf"(?i)(?P<key>(?P<q>[\"']?)\b{_SECRET_NAME}(?P=q)[ \t]*[=:][ \t]*(?:(?:bearer|basic)[ \t]+)?"
+            rf"|--{_SECRET_NAME}[ \t]+)"
+            r"(?:(?P<vq>[\"'])(?:\\.|(?!(?P=vq)).)*(?P=vq)|[^\s\"',;&]+)"
+        ),
+        lambda m: m["key"] + (f"{m['vq']}***{m['vq']}" if m["vq"] else "***"),
+    ),
+    # bearer/basic authorization values and Databricks personal access tokens
+    (re.compile(r"(?i)(bearer\s+|basic\s+|dapi)(?!\*\*\*)[A-Za-z0-9._~+/=\-]+"), r"\1***"),
+    # user:password@ in URIs; the password may itself contain ``@`` (the last ``@`` ends it)
+    (re.compile(r"(://[^/\s:@]*:)[^\s/]+(@)"), r"\1***\2"),
     (re.compile(r"(?i)(hooks\.slack\.com/services/)[A-Za-z0-9/_\-]+"), r"\1***"),  # Slack webhook URLs
 ]
 
@@ -56,8 +75,10 @@ class AlertFacts:
 
 
 def redact(text: str) -> str:
-    """Remove things that look like credentials (bearer tokens, Databricks PATs, passwords in
-    key=value, JSON or URI form, Slack webhook URLs)."""
+    """Remove things that look like credentials: the value of anything named like a password,
+    secret, token or key (``name=value``, ``name: value``, ``--name value``, JSON and Python reprs,
+    quoted or bare), bearer/basic credentials, Databricks PATs, passwords in URIs, Slack webhook
+    URLs. Errs on the side of hiding: an alert never needs the secret itself."""
     for pattern, replacement in _SECRETS:
         text = pattern.sub(replacement, text)
     return text
