@@ -1,7 +1,8 @@
 """Fault injection rules, set per request path or per task, for tests and demos.
 
 HTTP rules: ``{"path": "/api/2.2/jobs/runs/get", "action": "status", "status": 429, "times": 2}``;
-``"action": "drop"`` closes the connection without an answer; ``"action": "delay", "seconds": 3``.
+``"action": "drop"`` closes the connection without an answer; ``"action": "delay", "seconds": 3``;
+``"action": "accept"`` answers 200 ``{}`` and does nothing (a cancel acknowledged while the run goes on).
 Task rules: ``{"task": "silver", "action": "fail", "times": 1, "message": "..."}`` fails the task
 (matching task key or run name) before it starts; ``"action": "hang"`` keeps it running until it
 is cancelled or times out. ``times`` = -1 means always.
@@ -47,7 +48,7 @@ class FaultRules:
 
 
 def _check(rule: dict[str, Any]) -> None:
-    if rule.get("action") not in {"status", "drop", "delay", "fail", "hang"}:
+    if rule.get("action") not in {"status", "drop", "delay", "accept", "fail", "hang"}:
         raise ValueError(f"unknown fault action in {rule}")
     if not isinstance(rule.get("path", ""), str) or not isinstance(rule.get("task", ""), str):
         raise ValueError(f"'path' and 'task' must be strings: {rule}")

@@ -350,6 +350,10 @@ class _Handler(BaseHTTPRequestHandler):
                 return
             if fault["action"] == "delay":
                 time.sleep(float(fault.get("seconds", 1)))
+            if fault["action"] == "accept":
+                self._authorize()
+                self._send(200, b"{}", "application/json")
+                return
             if fault["action"] == "status":
                 code = int(fault.get("status", 500))
                 error = "TOO_MANY_REQUESTS" if code == 429 else "INTERNAL_ERROR"

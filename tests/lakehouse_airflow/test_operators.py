@@ -194,9 +194,9 @@ def test_a_new_try_fails_rather_than_submit_next_to_a_run_that_does_not_stop(api
     api.faults.replace(
         [
             {"task": "bronze", "action": "hang", "times": 1},
-            # the cancel is accepted (200) but the run goes on
-            {"path": "/api/2.2/jobs/runs/cancel", "action": "status", "status": 200, "times": -1},
-            {"path": "/api/2.1/jobs/runs/cancel", "action": "status", "status": 200, "times": -1},
+            # the cancel is accepted (200 {}) but the run goes on
+            {"path": "/api/2.2/jobs/runs/cancel", "action": "accept", "times": -1},
+            {"path": "/api/2.1/jobs/runs/cancel", "action": "accept", "times": -1},
         ]
     )
     store = StateStore()
