@@ -217,12 +217,14 @@ class JobsApi:
 
     def runs(self) -> list[dict[str, Any]]:
         runs: list[dict[str, Any]] = []
-        while True:
-            query = urllib.parse.urlencode({"limit": 25, "offset": len(runs)})
+        params: dict[str, Any] = {"limit": 25}
+        while True:  # page tokens, as the Databricks SDK pages (offset is deprecated)
+            query = urllib.parse.urlencode(params)
             page = http_json("GET", f"{self.base_url}/api/2.2/jobs/runs/list?{query}", token=self.token)
             runs += page.get("runs", [])
-            if not page.get("has_more"):
+            if not page.get("has_more") or not page.get("next_page_token"):
                 return runs
+            params["page_token"] = page["next_page_token"]
 
     def runs_named(self, run_name: str) -> list[dict[str, Any]]:
         return [r for r in self.runs() if r.get("run_name") == run_name]

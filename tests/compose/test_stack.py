@@ -81,7 +81,7 @@ def test_a_run_triggered_with_conf_writes_gold_on_the_host(unpaused: Stack) -> N
     assert url.startswith(f"http://localhost:{stack.ports['JOBS_API_PORT']}/runs/"), links
     with urllib.request.urlopen(url.replace("localhost", "127.0.0.1"), timeout=30) as page:
         html = page.read().decode()
-    assert "lakehouse-dev-gold-2014-01-29" in html and "SUCCESS" in html
+    assert "lakehouse-local-gold-2014-01-29" in html and "SUCCESS" in html
 
 
 def test_a_three_day_backfill_runs_every_day(unpaused: Stack) -> None:
@@ -146,7 +146,7 @@ def test_a_broken_export_fails_the_batch_and_the_alert_email_reaches_mailpit(unp
 def test_a_scheduler_restart_during_a_run_neither_loses_nor_duplicates_the_databricks_run(unpaused: Stack) -> None:
     stack = unpaused
     batch = "2014-01-31"
-    names = {layer: f"lakehouse-dev-{layer}-{batch}" for layer in LAYERS}
+    names = {layer: f"lakehouse-local-{layer}-{batch}" for layer in LAYERS}
     before = {layer: len(stack.jobs_api.runs_named(name)) for layer, name in names.items()}
     with timed("run with scheduler restart"):
         run_id = stack.airflow.trigger(DAG_ID, {"batch_date": batch})
@@ -197,5 +197,5 @@ def test_in_a_real_browser_the_grid_shows_the_run_and_links_the_databricks_run(u
     links = re.findall(r'href="(http://localhost:\d+/runs/\d+[^"]*)"[^>]*>See Databricks Job Run<', dom)
     assert links, f"no 'See Databricks Job Run' link in the task's page: {dom[-3000:]}"
     run_page = _chromium("--dump-dom", links[0].replace("localhost", "127.0.0.1")).stdout
-    assert "lakehouse-dev-gold-2014-01-29" in run_page and "SUCCESS" in run_page
+    assert "lakehouse-local-gold-2014-01-29" in run_page and "SUCCESS" in run_page
     assert shot.stat().st_size > 10_000
