@@ -6,11 +6,20 @@ timed runs after an untimed one (this VM is noisy):
   engine), the floor of any three-layer design (that copy, then read and written twice more with no
   transformation), bronze / silver / gold / total seconds, total ÷ floor, total ÷ three copies,
   Spark Connect round trips (``bench/roundtrips.py``; per layer in the JSON), rows/s, peak RSS;
+* per scale factor, paired in the same run: the DuckDB reference (``bench/duckdb_reference.py``:
+  the same bronze, silver and gold rules in DuckDB SQL, Delta written with ``deltalake``), its wall,
+  CPU and peak RSS, and ``pipeline / DuckDB``. Both sides are in-process timings of the three
+  layers (warm session / fresh connection, medians), not the whole-process wall of ``lakehouse run``
+  (which adds ~2 s of interpreter, imports and session start on the pipeline side);
 * incremental: one new day on top of 30 days of history vs the same day on empty tables
   (alternating runs in one warm process), and the round trips of each;
 * engines: the same SF1 transforms on classic JVM Spark vs Sail (Parquet output on both: the JVM
   has no Delta jars offline).
 Results also go to ``.bench/results/<timestamp>.json``.
+
+``--profile`` instead profiles one daily run (SF1, the last of ``--incremental-days`` days on top of
+the others) with pyinstrument and counts its round trips per call site:
+``.bench/results/profile-<timestamp>.txt/.html/.json``.
 """
 
 from __future__ import annotations
@@ -52,7 +61,14 @@ def _raw_rows(landing: Path, day: date) -> int:
 
 
 def _worker(
-    mode: str, *, engine: str, landing: Path, days: list[date], floor: bool = False, repeat: int | None = None
+    mode: str,
+    *,
+    engine: str,
+    landing: Path,
+    days: list[date],
+    floor: bool = False,
+    repeat: int | None = None,
+    extra: list[str] | None = None,
 ) -> dict[str, Any]:
     tables = BENCH / "tables" / f"{mode}-{engine}-{landing.name}-{len(days)}"
     shutil.rmtree(tables, ignore_errors=True)
@@ -62,6 +78,7 @@ def _worker(
         cmd.append("--floor")
     if repeat is not None:
         cmd += ["--repeat", str(repeat)]
+    cmd += extra or []
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO_ROOT, check=False)
     shutil.rmtree(tables, ignore_errors=True)
@@ -81,9 +98,13 @@ def main() -> None:
     )
     p.add_argument("--skip-jvm", action="store_true", help="skip the classic JVM Spark comparison")
     p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--profile", action="store_true", help="only profile one daily run (pyinstrument + round trips)")
     args = p.parse_args()
     if args.repeat < 1:
         p.error("--repeat must be at least 1")
+    if args.profile:
+        _profile(args)
+        return
     scales = [float(s) for s in args.scales.split(",")] + ([100.0] if args.sf100 else [])
     day0 = DEFAULT_START_DATE
     report: dict[str, Any] = {"started": time.strftime("%Y-%m-%dT%H:%M:%S"), "cpus": os.cpu_count(), "scales": []}
@@ -97,6 +118,10 @@ def main() -> None:
         r["three_copies_over_floor"] = r["three_copies_s"] / r["floor_s"]
         r["total_over_three_copies"] = r["total_s"] / r["three_copies_s"]
         r["rows_per_s"] = r["raw_rows"] / r["total_s"]
+        duck = _worker("duckdb", engine="duckdb", landing=landing, days=[day0], repeat=args.repeat)
+        r["duckdb"] = duck
+        r["vs_duckdb"] = r["total_s"] / duck["total_s"]
+        r["vs_duckdb_cpu"] = r["total_cpu_s"] / duck["total_cpu_s"]
         report["scales"].append(r)
     columns = [  # (header, width, format of the value)
         ("SF", 5, lambda r: f"{r['scale']:g}"),
@@ -113,11 +138,22 @@ def main() -> None:
         ("trips", 5, lambda r: f"{r['round_trips']['total']}"),
         ("rows/s", 9, lambda r: f"{r['rows_per_s']:.0f}"),
         ("peak MB", 8, lambda r: f"{r['peak_rss_mb']:.0f}"),
+        ("duck s", 7, lambda r: f"{r['duckdb']['total_s']:.2f}"),
+        ("vs duck", 7, lambda r: f"{r['vs_duckdb']:.2f}"),
     ]
     print(" ".join(f"{name:>{width}}" for name, width, _ in columns))
     for r in report["scales"]:
         print(" ".join(f"{value(r):>{width}}" for _, width, value in columns))
-
+    print("\nFirst load vs the DuckDB reference (same rules and files; in-process bronze+silver+gold, medians):")
+    for r in report["scales"]:
+        d = r["duckdb"]
+        print(
+            f"  SF{r['scale']:g}: pipeline {r['total_s']:.2f}s wall, {r['total_cpu_s']:.2f}s CPU, "
+            f"{r['peak_rss_mb']:.0f} MB   DuckDB {d['total_s']:.2f}s wall (bronze {d['bronze_s']:.2f}, silver "
+            f"{d['silver_s']:.2f}, gold {d['gold_s']:.2f}), {d['total_cpu_s']:.2f}s CPU, {d['peak_rss_mb']:.0f} MB   "
+            f"pipeline/DuckDB: {r['vs_duckdb']:.2f}x wall, {r['vs_duckdb_cpu']:.2f}x CPU"
+            + ("   (target at SF10: <= 2.5x wall)" if r["scale"] == 10 else "")
+        )
     n = args.incremental_days
     landing = _data(1, n, args.seed)
     days = [day0 + timedelta(days=i) for i in range(n + 1)]
@@ -161,12 +197,33 @@ def main() -> None:
     print(
         f"bench: total/3copies={sf1['total_over_three_copies']:.2f} total/floor={sf1['total_over_floor']:.2f} "
         f"incremental={report['incremental']['ratio']:.2f} "
+        f"vs_duckdb={(sf10 or sf1)['vs_duckdb']:.2f} "
         f"round_trips_first_load={first_load['total']} "
         f"round_trips_daily={report['incremental']['round_trips']['on_top']['total']} "
         f"sf10_total_s={sf10['total_s'] if sf10 else float('nan'):.2f} "
         f"sail_vs_jvm={sail_vs_jvm if sail_vs_jvm is not None else float('nan'):.2f} "
         f"peak_rss_mb={max(r['peak_rss_mb'] for r in report['scales']):.0f}"
     )
+
+
+def _profile(args: argparse.Namespace) -> None:
+    n = args.incremental_days
+    landing = _data(1, n, args.seed)
+    days = [DEFAULT_START_DATE + timedelta(days=i) for i in range(n + 1)]
+    out = BENCH / "results"
+    prefix = out / f"profile-{time.strftime('%Y%m%d-%H%M%S')}"
+    print(f"Profiling one daily run (SF1, day {days[-1]} on top of the history batch and {n - 1} daily ones, "
+          "warm session):", flush=True)  # fmt: skip
+    r = _worker("profile", engine="sail", landing=landing, days=days, extra=["--profile-out", str(prefix)])
+    Path(f"{prefix}.json").write_text(json.dumps(r, indent=2))
+    trips = r["round_trips"]
+    print(f"  {r['total_s']:.2f}s wall (bronze {r['bronze_s']:.2f}, silver {r['silver_s']:.2f}, gold "
+          f"{r['gold_s']:.2f}), {r['total_cpu_s']:.2f}s CPU; round trips {trips['total']} (bronze "
+          f"{trips['bronze']['total']}, silver {trips['silver']['total']}, gold {trips['gold']['total']})")  # fmt: skip
+    print("  round trips by call site (top 15):")
+    for site, count in list(r["call_sites"].items())[:15]:
+        print(f"    {count:3d}  {site}")
+    print(f"  profile: {prefix}.txt, {prefix}.html; figures: {prefix}.json")
 
 
 if __name__ == "__main__":

@@ -7,9 +7,11 @@ methods, one call each, whatever the engine behind them; deterministic for a giv
 
 from __future__ import annotations
 
+import sys
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 # client method -> what its request does
@@ -19,14 +21,43 @@ KINDS = {"_execute_and_fetch_as_iterator": "execute", "_execute": "execute", "_a
 @contextmanager
 def counting() -> Iterator[Counter[str]]:
     """Count every request of every Spark Connect client of this process while the block runs."""
+    counts: Counter[str] = Counter()
+    with _on_request(lambda kind: counts.update([kind])):
+        yield counts
+
+
+@contextmanager
+def call_sites(package: str = "spark_jobs") -> Iterator[Counter[str]]:
+    """Count the requests per call site: the innermost frame of ``package`` that issued each one
+    (``path:line function kind``), to see which lines of the jobs cost round trips."""
+    sites: Counter[str] = Counter()
+    marker = f"/{package}/"
+
+    def record(kind: str) -> None:
+        frame = sys._getframe(2)
+        while frame is not None and marker not in frame.f_code.co_filename.replace("\\", "/"):
+            frame = frame.f_back  # type: ignore[assignment]
+        if frame is None:
+            sites[f"(outside {package}) {kind}"] += 1
+            return
+        path = Path(frame.f_code.co_filename)
+        where = "/".join(path.parts[path.parts.index(package) :])
+        sites[f"{where}:{frame.f_lineno} {frame.f_code.co_name} {kind}"] += 1
+
+    with _on_request(record):
+        yield sites
+
+
+@contextmanager
+def _on_request(callback: Callable[[str], None]) -> Iterator[None]:
+    """Call ``callback(kind)`` on every request of every Spark Connect client while the block runs."""
     from pyspark.sql.connect.client.core import SparkConnectClient
 
-    counts: Counter[str] = Counter()
     originals = {name: getattr(SparkConnectClient, name) for name in KINDS}
 
     def counted(name: str, method: Callable[..., Any]) -> Callable[..., Any]:
         def call(self: Any, *args: Any, **kwargs: Any) -> Any:
-            counts[KINDS[name]] += 1
+            callback(KINDS[name])
             return method(self, *args, **kwargs)
 
         return call
@@ -34,7 +65,7 @@ def counting() -> Iterator[Counter[str]]:
     for name, method in originals.items():
         setattr(SparkConnectClient, name, counted(name, method))
     try:
-        yield counts
+        yield
     finally:
         for name, method in originals.items():
             setattr(SparkConnectClient, name, method)

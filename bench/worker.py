@@ -23,6 +23,12 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def _cpu_s() -> float:
+    """CPU seconds of this process so far, all threads (the embedded engine and DuckDB run in it)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def _files(landing: Path, day: date) -> list[tuple[str, Path]]:
     out = []
     for name, source in SOURCES.items():
@@ -87,12 +93,14 @@ def pipeline(args: argparse.Namespace) -> dict[str, Any]:
             sample("three_copies_s", copies(spark, landing, measured, scratch, "delta", 3))
             shutil.rmtree(scratch, ignore_errors=True)
         settings = _settings(args.engine, landing, tables)
+        cpu0 = _cpu_s()
         for layer in ("bronze", "silver", "gold"):
             with counting() as counts:
                 t0 = time.perf_counter()
                 run_layers(spark, settings, measured, [layer])
                 sample(f"{layer}_s", time.perf_counter() - t0)
             trips[layer] = total(counts)  # the same in every run: the plans do not depend on timing
+        sample("total_cpu_s", _cpu_s() - cpu0)
         shutil.rmtree(tables, ignore_errors=True)
         if i == 0:  # warm-up run, not counted
             samples.clear()
@@ -159,6 +167,35 @@ def incremental(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def duckdb_reference(args: argparse.Namespace) -> dict[str, Any]:
+    """The DuckDB reference (``bench/duckdb_reference.py``) on the last day of ``--days``: one untimed
+    run, then ``--repeat`` timed ones, each writing fresh Delta tables; medians of wall and CPU."""
+    from bench.duckdb_reference import run_reference
+
+    landing, root = Path(args.landing), Path(args.tables)
+    day = date.fromisoformat(args.days.split(",")[-1])
+    samples: dict[str, list[float]] = {}
+    rows: dict[str, int] = {}
+    for i in range(args.repeat + 1):
+        out = root / f"run-{i}"
+        cpu0 = _cpu_s()
+        result = run_reference(landing, day, out)
+        cpu = _cpu_s() - cpu0
+        shutil.rmtree(out, ignore_errors=True)
+        rows = result["rows"]
+        if i == 0:  # warm-up run, not counted
+            continue
+        for name in ("bronze_s", "silver_s", "gold_s", "total_s"):
+            samples.setdefault(name, []).append(result[name])
+        samples.setdefault("total_cpu_s", []).append(cpu)
+    out_result: dict[str, Any] = {"engine": "duckdb", "day": day.isoformat(), "runs": args.repeat}
+    out_result.update({name: statistics.median(values) for name, values in samples.items()})
+    out_result["samples"] = samples
+    out_result["rows"] = rows
+    out_result["peak_rss_mb"] = _peak_rss_mb()
+    return out_result
+
+
 def transforms_only(args: argparse.Namespace) -> dict[str, Any]:
     """The same transforms on any engine, written as Parquet (classic Spark has no Delta offline)."""
     from spark_jobs import dq
@@ -210,17 +247,82 @@ def transforms_only(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def profile(args: argparse.Namespace) -> dict[str, Any]:
+    """One daily run (the last day on top of the earlier ones) under pyinstrument, with the round
+    trips per layer and per call site in ``spark_jobs``. The history is built first (not profiled)
+    and the day is run once on a copy of it unprofiled, so that the profile is of a warm daily run,
+    the one ``incremental`` times."""
+    from pyinstrument import Profiler
+
+    from bench.roundtrips import call_sites
+
+    landing, root = Path(args.landing), Path(args.tables)
+    days = [date.fromisoformat(d) for d in args.days.split(",")]
+    history, measured = root / "history", days[-1]
+    spark = get_spark(_settings(args.engine, landing, history))
+    spark.range(10).count()
+    for day in days[:-1]:
+        run_layers(spark, _settings(args.engine, landing, history), day)
+    warm = root / "warm"
+    shutil.copytree(history, warm)
+    run_layers(spark, _settings(args.engine, landing, warm), measured)
+    shutil.rmtree(warm)
+
+    tables = root / "profiled"
+    shutil.copytree(history, tables)
+    settings = _settings(args.engine, landing, tables)
+    per_layer: dict[str, dict[str, int]] = {}
+    sites: dict[str, int] = {}
+    seconds: dict[str, float] = {}
+    profiler = Profiler(interval=0.001)
+    cpu0 = _cpu_s()
+    profiler.start()
+    for layer in ("bronze", "silver", "gold"):
+        t0 = time.perf_counter()
+        with counting() as counts, call_sites() as layer_sites:
+            run_layers(spark, settings, measured, [layer])
+        seconds[f"{layer}_s"] = time.perf_counter() - t0
+        per_layer[layer] = {**counts, "total": total(counts)}
+        for site, n in layer_sites.items():
+            sites[site] = sites.get(site, 0) + n
+    profiler.stop()
+    cpu = _cpu_s() - cpu0
+    shutil.rmtree(tables)
+    prefix = Path(args.profile_out)
+    prefix.parent.mkdir(parents=True, exist_ok=True)
+    Path(f"{prefix}.txt").write_text(profiler.output_text(unicode=True, color=False, show_all=False))
+    Path(f"{prefix}.html").write_text(profiler.output_html())
+    return {
+        "engine": args.engine,
+        "day": measured.isoformat(),
+        "setup_days": len(days) - 1,
+        **seconds,
+        "total_s": sum(seconds.values()),
+        "total_cpu_s": cpu,
+        "round_trips": {**per_layer, "total": sum(t["total"] for t in per_layer.values())},
+        "call_sites": dict(sorted(sites.items(), key=lambda kv: -kv[1])),
+        "report": [f"{prefix}.txt", f"{prefix}.html"],
+    }
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
-    p.add_argument("mode", choices=["pipeline", "incremental", "transforms"])
+    p.add_argument("mode", choices=["pipeline", "incremental", "transforms", "duckdb", "profile"])
     p.add_argument("--engine", default="sail")
     p.add_argument("--landing", required=True)
     p.add_argument("--tables", required=True)
     p.add_argument("--days", required=True, help="comma-separated batch dates; the last one is measured")
     p.add_argument("--floor", action="store_true")
     p.add_argument("--repeat", type=int, default=5, help="timed runs (after an untimed one); medians reported")
+    p.add_argument("--profile-out", help="profile mode: path prefix of the .txt/.html reports")
     args = p.parse_args()
-    modes = {"pipeline": pipeline, "incremental": incremental, "transforms": transforms_only}
+    modes = {
+        "pipeline": pipeline,
+        "incremental": incremental,
+        "transforms": transforms_only,
+        "duckdb": duckdb_reference,
+        "profile": profile,
+    }
     result = modes[args.mode](args)
     print("RESULT " + json.dumps(result))
 
