@@ -113,7 +113,7 @@ def ingest_file(
     lines = read_lines(spark, info).filter(F.col(LINE_NUMBER) > 1)
     if info.size > PARSE_SPLIT_BYTES:
         lines = lines.repartition(min(math.ceil(info.size / PARSE_SPLIT_BYTES), MAX_PARSE_PARTITIONS))
-    parsed = lines.transform(parse_csv_lines(len(file_columns)))
+    parsed = lines.transform(parse_csv_lines(len(file_columns), columns=file_columns))
     parsed = materialize(parsed)
     counts = parsed.agg(
         F.count_if(F.col(REASON).isNull()).alias("ok"), F.count_if(F.col(REASON).isNotNull()).alias("bad")

@@ -198,3 +198,32 @@ def test_daily_increments_load_into_their_own_batches(spark, settings, sample_la
     per_batch = {r["_batch_date"]: r["count"] for r in table.groupBy("_batch_date").count().collect()}
     expected = {b: data_lines(landing / b.isoformat() / "source_crm" / "sales_details.csv") for b in batches}
     assert per_batch == expected
+
+
+@pytest.mark.usefixtures("parse_split")
+def test_control_characters_are_quarantined_and_never_reach_gold(spark, settings):
+    from spark_jobs.pipeline import run_layers
+
+    content = (
+        CUST_HEADER.encode() + b"\r\n"
+        b"1,AW1,Ann,Lee,S,F,2020-01-01\r\n"  # line 2 ok
+        b"2,AW2,B\x00o,Ng,M,M,2020-01-02\r\n"  # line 3: NUL in the first name
+        b"3,AW3,Cy,Po\x1b,S,F,2020-01-03\r\n"  # line 4: ESC
+        b"4,AW4,Di\tXu,Ma,S,F,2020-01-04\r\n"  # line 5 ok: a tab is text
+        b"5,AW5,Ed,Li,S,M,2020-01-05\x7f\r\n"  # line 6: DEL
+    )
+    path = write_export(settings, D1, "crm_cust_info", content)
+
+    [result] = run_layers(spark, settings, D1)["bronze"][:1]
+
+    assert (result.records, result.quarantined) == (2, 3)
+    assert result.records + result.quarantined == data_lines(path)  # the bronze count law
+    store = TableStore(spark, settings)
+    quarantine = store.read(settings.table("bronze", "crm_cust_info_quarantine"))
+    assert {r["_line_number"]: r["_reason"] for r in quarantine.collect()} == {
+        3: "control character U+0000 in field 3 (cst_firstname)",
+        4: "control character U+001B in field 4 (cst_lastname)",
+        6: "control character U+007F in field 7 (cst_create_date)",
+    }
+    customers = store.read(settings.table("gold", "dim_customers"))
+    assert sorted(r["first_name"] for r in customers.collect()) == ["Ann", "Di\tXu"]
