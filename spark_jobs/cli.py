@@ -103,6 +103,14 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lakehouse-root", help="local tables folder, without a catalog (LAKEHOUSE_ROOT)")
 
 
+def _redelivery(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--allow-empty-redelivery",
+        action="store_true",
+        help="bronze: replace a batch that had data with an empty or header-only re-delivered file",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="lakehouse", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -111,11 +119,13 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(layer, help=f"load the {layer} layer for one batch date")
         p.add_argument("--run-date", type=_date, required=True, help="batch date YYYY-MM-DD")
         _common(p)
+        _redelivery(p)
     p = sub.add_parser("run", help="run several layers in order for one batch date")
     p.add_argument("--run-date", type=_date, required=True)
     p.add_argument("--from", dest="from_layer", choices=list(LAYER_JOBS), default="bronze")
     p.add_argument("--to", dest="to_layer", choices=list(LAYER_JOBS), default=list(LAYER_JOBS)[-1])
     _common(p)
+    _redelivery(p)
     p = sub.add_parser("generate", help="write deterministic sample CRM/ERP exports to the landing zone")
     p.add_argument("--scale", type=float, default=1.0, help="scale factor (1 ≈ 60k sales lines)")
     p.add_argument("--start-date", type=_date, default=None, help="batch date of the history delivery")
@@ -175,7 +185,9 @@ def _dispatch(args: argparse.Namespace) -> None:
     layers = layers_between(args.from_layer, args.to_layer) if args.command == "run" else [args.command]
     spark = get_spark(settings)
     for layer in layers:
-        for result in LAYER_JOBS[layer](spark, settings, args.run_date):
+        for result in LAYER_JOBS[layer](
+            spark, settings, args.run_date, allow_empty_redelivery=args.allow_empty_redelivery
+        ):
             print(f"{layer} {result}")
 
 

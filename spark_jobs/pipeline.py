@@ -10,26 +10,35 @@ from pyspark.sql import SparkSession
 
 from spark_jobs.settings import Settings
 
+# Job parameters (CLI flags) every layer accepts; a layer ignores those that are not its own.
+# allow_empty_redelivery: bronze replaces a batch that had data with an empty re-delivered file.
 
-def _bronze(spark: SparkSession, settings: Settings, run_date: date) -> Sequence[Any]:
+
+def _bronze(
+    spark: SparkSession, settings: Settings, run_date: date, *, allow_empty_redelivery: bool = False
+) -> Sequence[Any]:
     from spark_jobs.bronze.job import run_bronze
 
-    return run_bronze(spark, settings, run_date)
+    return run_bronze(spark, settings, run_date, allow_empty_redelivery=allow_empty_redelivery)
 
 
-def _silver(spark: SparkSession, settings: Settings, run_date: date) -> Sequence[Any]:
+def _silver(
+    spark: SparkSession, settings: Settings, run_date: date, *, allow_empty_redelivery: bool = False
+) -> Sequence[Any]:
     from spark_jobs.silver.job import run_silver
 
     return run_silver(spark, settings, run_date)
 
 
-def _gold(spark: SparkSession, settings: Settings, run_date: date) -> Sequence[Any]:
+def _gold(
+    spark: SparkSession, settings: Settings, run_date: date, *, allow_empty_redelivery: bool = False
+) -> Sequence[Any]:
     from spark_jobs.gold.job import run_gold
 
     return run_gold(spark, settings, run_date)
 
 
-LayerJob = Callable[[SparkSession, Settings, date], Sequence[Any]]
+LayerJob = Callable[..., Sequence[Any]]
 LAYER_JOBS: dict[str, LayerJob] = {"bronze": _bronze, "silver": _silver, "gold": _gold}
 
 
@@ -41,7 +50,15 @@ def layers_between(first: str, last: str) -> list[str]:
 
 
 def run_layers(
-    spark: SparkSession, settings: Settings, run_date: date, layers: Sequence[str] = tuple(LAYER_JOBS)
+    spark: SparkSession,
+    settings: Settings,
+    run_date: date,
+    layers: Sequence[str] = tuple(LAYER_JOBS),
+    *,
+    allow_empty_redelivery: bool = False,
 ) -> dict[str, Sequence[Any]]:
     """Run ``layers`` for one batch date; return each layer's per-table results."""
-    return {layer: LAYER_JOBS[layer](spark, settings, run_date) for layer in layers}
+    return {
+        layer: LAYER_JOBS[layer](spark, settings, run_date, allow_empty_redelivery=allow_empty_redelivery)
+        for layer in layers
+    }

@@ -2,6 +2,13 @@
 
 Writes are idempotent per slice: ``replace_slice`` overwrites exactly the rows matching a predicate
 (Delta ``replaceWhere``), so re-running a batch replaces that batch and touches nothing else.
+
+One writer per table, enforced here and not only by the scheduler: a local table is written under
+its lock file (``table_locks``), held from the read that decides how to write to the commit, so
+the cheap blind appends stay safe; a catalog table (Databricks) is never blind-appended to: every
+write is a ``replaceWhere`` over its slice or a ``MERGE``, which read what they replace, so Delta's
+optimistic concurrency fails the second of two concurrent writers (``ConcurrentAppendException``)
+instead of letting both add the same rows; a re-run then converges.
 """
 
 from __future__ import annotations
@@ -10,6 +17,8 @@ import json
 import logging
 import operator
 import os
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date
 from functools import reduce
@@ -17,6 +26,7 @@ from typing import TYPE_CHECKING
 
 from pyspark.sql import functions as F
 
+from spark_jobs import table_locks
 from spark_jobs.engine import EngineUnavailableError, materialize, supports_delta
 from spark_jobs.settings import Settings, TableRef
 
@@ -132,6 +142,16 @@ class TableStore:
     # Sail 0.7 cannot time-travel to most versions older than a checkpoint ("Missing commit file"),
     # so checkpoints are kept rare; the deltalake package reads every version.
     checkpoint_every: int = 100
+    # How long a writer waits for another writer of the same local table before giving up.
+    lock_timeout_seconds: float = 3600.0
+
+    @contextmanager
+    def writing(self, tables: Iterable[TableRef]) -> Iterator[None]:
+        """Be the only writer of the local ``tables`` (wait for another writer to finish); a job holds
+        this from its first read to its last commit. Catalog tables: nothing to take (see module)."""
+        paths = [t.path for t in tables if t.path is not None]
+        with table_locks.exclusive(paths, timeout_seconds=self.lock_timeout_seconds):
+            yield
 
     def ref(self, layer: str, name: str) -> TableRef:
         return self.settings.table(layer, name)
@@ -169,20 +189,26 @@ class TableStore:
         table with history.
         """
         self._require_delta()
-        if not self.exists(table):
-            log.info("creating table %s", table)
-            writer = df.write.format("delta").mode("overwrite")
-            if partition_by:
-                writer = writer.partitionBy(*partition_by)
-        else:
-            schema, slice_empty = self._stored_state(table, where)
-            if slice_empty and known_empty:
-                return
-            assert_schema(df, schema, what=f"table {table}")
-            # An empty slice (a new batch) has nothing to replace: a plain append is cheaper.
-            writer = df.write.format("delta")
-            writer = writer.mode("append") if slice_empty else writer.mode("overwrite").option("replaceWhere", where)
-        self._save(writer, table)
+        with self.writing([table]):
+            if not self.exists(table):
+                log.info("creating table %s", table)
+                writer = df.write.format("delta").mode("overwrite")
+                if partition_by:
+                    writer = writer.partitionBy(*partition_by)
+            else:
+                schema, slice_empty = self._stored_state(table, where)
+                if slice_empty and known_empty:
+                    return
+                assert_schema(df, schema, what=f"table {table}")
+                # An empty slice (a new batch) has nothing to replace: a plain append is cheaper, and
+                # safe under the table's lock. A catalog table gets the replaceWhere: it conflicts
+                # with a concurrent writer of the slice, where two appends would both commit.
+                writer = df.write.format("delta")
+                if slice_empty and table.path is not None:
+                    writer = writer.mode("append")
+                else:
+                    writer = writer.mode("overwrite").option("replaceWhere", where)
+            self._save(writer, table)
 
     def merge(
         self,
@@ -205,9 +231,26 @@ class TableStore:
         and costs ~0.1 s even for a single changed row. ``slice_column`` (a DATE column such as
         ``_batch_date``): when rows do change, only the slices holding them (values of the column in
         ``df`` and in the changed stored rows) are rewritten with ``replaceWhere``, at about half
-        the cost of the MERGE, with the same result.
+        the cost of the MERGE, with the same result. The append is taken on local tables only
+        (under their lock); a catalog table gets the ``MERGE``, whose read of the table makes a
+        concurrent writer's commit a conflict instead of a duplicate.
         """
         self._require_delta()
+        with self.writing([table]):
+            self._merge(
+                df, table, keys=keys, update_when=update_when, partition_by=partition_by, slice_column=slice_column
+            )
+
+    def _merge(
+        self,
+        df: DataFrame,
+        table: TableRef,
+        *,
+        keys: tuple[str, ...],
+        update_when: str | None,
+        partition_by: tuple[str, ...],
+        slice_column: str | None,
+    ) -> None:
         if not self.exists(table):
             self.replace_slice(df, table, where="true", partition_by=partition_by)
             return
@@ -215,7 +258,7 @@ class TableStore:
         assert_schema(df, self._stored_state(table)[0], what=f"table {table}")
         effect = merge_effect(df, stored, keys=keys, update_when=update_when, slice_column=slice_column)
         log.info("merge into %s: %s", table, effect)
-        if effect.updates == 0:
+        if effect.updates == 0 and (table.path is not None or not effect.inserts):
             if effect.inserts:
                 new_rows = df.join(stored.select(*keys), list(keys), "left_anti") if effect.matched else df
                 self._save(new_rows.write.format("delta").mode("append"), table)
@@ -263,6 +306,10 @@ class TableStore:
         metrics = delta.optimize.compact()
         log.info("compacted %s: %d files into %d", table, metrics["numFilesRemoved"], metrics["numFilesAdded"])
         return bool(metrics["numFilesRemoved"])
+
+    def slice_is_empty(self, table: TableRef, where: str) -> bool:
+        """Whether no row of the existing ``table`` matches ``where`` (from the Delta log locally)."""
+        return self._stored_state(table, where)[1]
 
     def _stored_state(self, table: TableRef, where: str | None = None) -> tuple[StructType, bool]:
         """The schema of an existing table and whether no row matches ``where`` (None: not asked).

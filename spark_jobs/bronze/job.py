@@ -30,13 +30,19 @@ from spark_jobs.bronze.parse import (
 )
 from spark_jobs.engine import materialize
 from spark_jobs.landing import FileInfo, find_source_file, header_positions, inspect_file
-from spark_jobs.settings import Settings
+from spark_jobs.settings import Settings, TableRef
 from spark_jobs.sources import SOURCES, Source
 from spark_jobs.tables import TableStore, batch_predicate
 
 log = logging.getLogger(__name__)
 
 QUARANTINE_SUFFIX = "_quarantine"
+
+
+class EmptyRedeliveryError(ValueError):
+    """An empty or header-only file was delivered again for a batch that had data."""
+
+
 # A file is read as one row (see ``read_lines``), so its lines start in one partition: a file larger
 # than this is spread over one partition per this many bytes before parsing, for all cores to parse
 # (SF10 sales, 39 MB: bronze 3.1 -> 2.45 s on 2 cores). Smaller files skip the shuffle.
@@ -113,7 +119,7 @@ def ingest_file(
     lines = read_lines(spark, info).filter(F.col(LINE_NUMBER) > 1)
     if info.size > PARSE_SPLIT_BYTES:
         lines = lines.repartition(min(math.ceil(info.size / PARSE_SPLIT_BYTES), MAX_PARSE_PARTITIONS))
-    parsed = lines.transform(parse_csv_lines(len(file_columns)))
+    parsed = lines.transform(parse_csv_lines(len(file_columns), columns=file_columns))
     parsed = materialize(parsed)
     counts = parsed.agg(
         F.count_if(F.col(REASON).isNull()).alias("ok"), F.count_if(F.col(REASON).isNotNull()).alias("bad")
@@ -123,6 +129,18 @@ def ingest_file(
     return IngestedFile(records, parsed.transform(quarantined_lines(meta)), int(ok or 0), int(bad or 0))
 
 
+def _refuse_empty_redelivery(
+    store: TableStore, *, name: str, path: str, batch_date: date, tables: tuple[TableRef, ...]
+) -> None:
+    where = batch_predicate(batch_date, BATCH_DATE)
+    if any(store.exists(t) and not store.slice_is_empty(t, where) for t in tables):
+        raise EmptyRedeliveryError(
+            f"bronze {name}: {path} has no data lines, but batch {batch_date} of bronze.{name} already has "
+            "rows; an empty or header-only re-delivery usually means a broken export, so the batch is kept. "
+            "Re-deliver the file, or re-run with --allow-empty-redelivery to replace the batch with nothing."
+        )
+
+
 def run_bronze(
     spark: SparkSession,
     settings: Settings,
@@ -130,8 +148,14 @@ def run_bronze(
     *,
     tables: Iterable[str] | None = None,
     ingested_at: datetime | None = None,
+    allow_empty_redelivery: bool = False,
 ) -> list[BronzeTableResult]:
-    """Load every source file of ``batch_date`` into bronze; return what happened per table."""
+    """Load every source file of ``batch_date`` into bronze; return what happened per table.
+
+    A file without data lines re-delivered for a batch that holds rows is refused
+    (:class:`EmptyRedeliveryError`, before anything is written): it usually means a broken export.
+    ``allow_empty_redelivery`` (CLI ``--allow-empty-redelivery``) replaces the batch with nothing.
+    """
     store = TableStore(spark, settings)
     ingested_at = ingested_at or datetime.now(UTC)
     where = batch_predicate(batch_date, BATCH_DATE)
@@ -145,14 +169,20 @@ def run_bronze(
             continue
         info = inspect_file(path)
         ingested = ingest_file(spark, source=source, info=info, batch_date=batch_date, ingested_at=ingested_at)
-        store.replace_slice(ingested.records, store.ref("bronze", name), where=where, partition_by=(BATCH_DATE,))
-        store.replace_slice(
-            ingested.rejects,
-            store.ref("bronze", name + QUARANTINE_SUFFIX),
-            where=where,
-            partition_by=(BATCH_DATE,),
-            known_empty=ingested.n_rejects == 0,
-        )
+        target, quarantine = store.ref("bronze", name), store.ref("bronze", name + QUARANTINE_SUFFIX)
+        with store.writing([target, quarantine]):  # one writer of the batch's records and rejects
+            if ingested.n_records + ingested.n_rejects == 0 and not allow_empty_redelivery:
+                _refuse_empty_redelivery(
+                    store, name=name, path=path, batch_date=batch_date, tables=(target, quarantine)
+                )
+            store.replace_slice(ingested.records, target, where=where, partition_by=(BATCH_DATE,))
+            store.replace_slice(
+                ingested.rejects,
+                quarantine,
+                where=where,
+                partition_by=(BATCH_DATE,),
+                known_empty=ingested.n_rejects == 0,
+            )
         status = "loaded" if info.header else "empty"
         result = BronzeTableResult(name, status, path, ingested.n_records, ingested.n_rejects)
         log.info("bronze %s", result)

@@ -50,11 +50,35 @@ def _field(index: int) -> Column:
     return F.when(value == "", F.lit(None).cast("string")).otherwise(value)
 
 
-def parse_csv_lines(n_fields: int) -> Callable[[DataFrame], DataFrame]:
+# Control characters (Unicode category Cc) other than tab: C0 (a CR still in the line after its
+# trailing CR was stripped included), DEL and C1. They are no text in a name, key or code, break
+# CSV/BI consumers downstream (a NUL ends a C string) and mostly mean a corrupted export. A line
+# feed cannot occur: it ends the line.
+CONTROL_CHARACTERS = "[\\x00-\\x08\\x0b-\\x1f\\x7f-\\x9f]"
+
+
+def _control_character_reason(fields: Column, columns: Sequence[str] | None) -> tuple[Column, Column]:
+    """(whether a field holds a control character, the reason naming the first one and its field)."""
+    position = F.array_position(F.transform(fields, lambda f: f.rlike(CONTROL_CHARACTERS)), True)
+    character = F.regexp_extract(F.get(fields, (position - 1).cast("int")), f"({CONTROL_CHARACTERS})", 1)
+    reason = F.concat(
+        F.lit("control character "),
+        F.format_string("U+%04X", F.ascii(character)),
+        F.lit(" in field "),
+        position.cast("string"),
+    )
+    if columns:
+        name = F.get(F.array(*[F.lit(c) for c in columns]), (position - 1).cast("int"))
+        reason = F.concat(reason, F.lit(" ("), name, F.lit(")"))
+    return position > 0, reason
+
+
+def parse_csv_lines(n_fields: int, *, columns: Sequence[str] | None = None) -> Callable[[DataFrame], DataFrame]:
     """Split ``_raw_line`` into ``_fields`` and set ``_reason`` (NULL when the line is a record).
 
     Reasons, first that applies: invalid UTF-8 (decoded as U+FFFD), unbalanced quotes, text after
-    a closing quote, wrong number of fields.
+    a closing quote, wrong number of fields, a control character in a field (``columns``, the
+    column names in file order, name the field in the reason).
     """
 
     def transform(lines: DataFrame) -> DataFrame:
@@ -63,6 +87,7 @@ def parse_csv_lines(n_fields: int) -> Callable[[DataFrame], DataFrame]:
         fields = F.when(has_quote, F.regexp_extract_all(line, F.lit(_FIELD_REGEX), 1)).otherwise(F.split(line, ","))
         quote_count = F.length(line) - F.length(F.regexp_replace(line, '"', ""))
         n_found = F.size(F.col(_FIELDS))
+        has_control, control_reason = _control_character_reason(F.col(_FIELDS), columns)
         reason = (
             F.when(F.instr(line, "\ufffd") > 0, F.lit("invalid UTF-8 byte sequence"))
             .when(quote_count % 2 == 1, F.lit("unbalanced quotes (broken quoting or a record spanning lines)"))
@@ -74,6 +99,7 @@ def parse_csv_lines(n_fields: int) -> Callable[[DataFrame], DataFrame]:
                 n_found != n_fields,
                 F.concat(F.lit(f"expected {n_fields} fields, found "), n_found.cast("string")),
             )
+            .when(has_control, control_reason)
         )
         return lines.withColumn(_FIELDS, fields).withColumn(REASON, reason)
 

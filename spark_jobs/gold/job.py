@@ -24,7 +24,7 @@ from spark_jobs.dq import Action, Expectation
 from spark_jobs.engine import materialize
 from spark_jobs.gold import transforms as g
 from spark_jobs.settings import Settings
-from spark_jobs.silver.job import write_metrics
+from spark_jobs.silver.job import METRICS_TABLE, write_metrics
 from spark_jobs.tables import TableStore, batch_predicate
 
 log = logging.getLogger(__name__)
@@ -123,11 +123,14 @@ class _Gold:
 
 def run_gold(spark: SparkSession, settings: Settings, run_date: date) -> list[GoldTableResult]:
     job = _Gold(spark, settings, run_date)
-    try:
-        results = _build(job, run_date)
-    finally:
-        write_metrics(job.store, "gold", run_date, job.metrics)
-    publish_views(job.store, settings)
+    tables = ["dim_customers", "dim_products", "fact_sales", *VIEWS, METRICS_TABLE]
+    # One writer of the layer's tables from the first read to the last commit (see TableStore).
+    with job.store.writing([job.store.ref("gold", name) for name in tables]):
+        try:
+            results = _build(job, run_date)
+        finally:
+            write_metrics(job.store, "gold", run_date, job.metrics)
+        publish_views(job.store, settings)
     for result in results:
         log.info("gold %s", result)
     return results

@@ -206,11 +206,15 @@ def run_silver(
     recorded_at = datetime.now(UTC)
     results: list[SilverTableResult] = []
     metrics: list[tuple[object, ...]] = []
-    try:
-        for name in tables or SILVER_TABLES:
-            results.append(
-                run_silver_table(store, SILVER_TABLES[name], run_date, metrics=metrics, recorded_at=recorded_at)
-            )
-    finally:
-        write_metrics(store, "silver", run_date, metrics)
+    names = list(tables or SILVER_TABLES)
+    written = [store.ref("silver", n + suffix) for n in names for suffix in ("", QUARANTINE_SUFFIX)]
+    # One writer of the layer's tables from the first read to the last commit (see TableStore).
+    with store.writing([*written, store.ref("silver", METRICS_TABLE)]):
+        try:
+            for name in names:
+                results.append(
+                    run_silver_table(store, SILVER_TABLES[name], run_date, metrics=metrics, recorded_at=recorded_at)
+                )
+        finally:
+            write_metrics(store, "silver", run_date, metrics)
     return results

@@ -197,3 +197,29 @@ def test_slice_and_schema_from_the_delta_log_agree_with_the_engine(spark, settin
             stored_schema, empty = store._stored_state(ref, where)
             assert empty == (store.read(ref).filter(where).count() == 0), (ref, where)
             assert schema_differences(store.read(ref).schema, stored_schema) == [], ref
+
+
+@pytest.mark.delta
+def test_a_local_table_held_by_another_writer_is_waited_for_then_refused_by_name(spark, settings):
+    import subprocess
+    import sys
+
+    from spark_jobs.table_locks import TableBusyError, lock_path
+
+    store = TableStore(spark, settings, lock_timeout_seconds=0.5)
+    ref = settings.table("bronze", "t")
+    store.replace_slice(spark.createDataFrame([(1, "a")], "id long, name string"), ref, where="id = 1")
+    holder = subprocess.Popen(  # another process: takes the table's lock and keeps it
+        [sys.executable, "-c", "import fcntl,sys,time; f=open(sys.argv[1],'a'); fcntl.flock(f, fcntl.LOCK_EX); "
+         "print('held', flush=True); time.sleep(60)", lock_path(ref.path)],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        with pytest.raises(TableBusyError, match=r"held .*t\.lock for more than 0 s"):
+            store.replace_slice(spark.createDataFrame([(2, "b")], "id long, name string"), ref, where="id = 2")
+    finally:
+        holder.kill()
+        holder.wait()
+    store.replace_slice(spark.createDataFrame([(2, "b")], "id long, name string"), ref, where="id = 2")  # released
+    assert sorted(tuple(r) for r in store.read(ref).collect()) == [(1, "a"), (2, "b")]

@@ -10,7 +10,7 @@ import pytest
 from chispa import assert_df_equality
 from pyspark.sql import functions as F
 
-from spark_jobs.bronze.job import run_bronze
+from spark_jobs.bronze.job import EmptyRedeliveryError, run_bronze
 from spark_jobs.landing import HeaderMismatchError
 from spark_jobs.settings import Settings
 from spark_jobs.sources import SOURCES
@@ -127,15 +127,38 @@ def test_line_numbers_follow_the_file_in_a_large_file(spark, settings):
 
 
 @pytest.mark.parametrize("content", ["", CUST_HEADER, CUST_HEADER + "\r\n", CUST_HEADER + "\r\n\r\n"])
-def test_empty_or_header_only_file_is_an_empty_batch(spark, settings, content):
+def test_empty_or_header_only_redelivery_of_a_batch_with_data_is_refused_unless_forced(spark, settings, content):
     write_export(settings, D1, "crm_cust_info", f"{CUST_HEADER}\r\n1,AW1,Ann,Lee,S,F,2020-01-01\r\n")
     run_bronze(spark, settings, D1, tables=["crm_cust_info"])
     write_export(settings, D1, "crm_cust_info", content)  # re-delivery of the batch, now empty
 
-    [result] = run_bronze(spark, settings, D1, tables=["crm_cust_info"])
+    with pytest.raises(
+        EmptyRedeliveryError, match=r"bronze crm_cust_info: .*cust_info.csv has no data lines, but batch 2024-01-15"
+    ):
+        run_bronze(spark, settings, D1, tables=["crm_cust_info"])
+    assert slice_of(spark, settings, "crm_cust_info", D1).count() == 1  # kept
+
+    [result] = run_bronze(spark, settings, D1, tables=["crm_cust_info"], allow_empty_redelivery=True)
 
     assert (result.records, result.quarantined) == (0, 0)
     assert slice_of(spark, settings, "crm_cust_info", D1).count() == 0
+
+
+def test_empty_redelivery_of_a_batch_of_only_rejects_is_refused_too(spark, settings):
+    write_export(settings, D1, "crm_cust_info", f"{CUST_HEADER}\r\n1,AW1\r\n")
+    run_bronze(spark, settings, D1, tables=["crm_cust_info"])
+    write_export(settings, D1, "crm_cust_info", CUST_HEADER)
+    with pytest.raises(EmptyRedeliveryError):
+        run_bronze(spark, settings, D1, tables=["crm_cust_info"])
+
+
+@pytest.mark.parametrize("content", ["", CUST_HEADER + "\r\n"])
+def test_empty_file_for_a_batch_without_data_is_an_empty_batch(spark, settings, content):
+    write_export(settings, D1, "crm_cust_info", f"{CUST_HEADER}\r\n1,AW1,Ann,Lee,S,F,2020-01-01\r\n")
+    run_bronze(spark, settings, D1, tables=["crm_cust_info"])
+    write_export(settings, D2, "crm_cust_info", content)
+    [result] = run_bronze(spark, settings, D2, tables=["crm_cust_info"])
+    assert (result.status, result.records) == ("empty" if not content else "loaded", 0)
 
 
 def test_empty_file_on_first_load_creates_the_table(spark, settings):
@@ -198,3 +221,48 @@ def test_daily_increments_load_into_their_own_batches(spark, settings, sample_la
     per_batch = {r["_batch_date"]: r["count"] for r in table.groupBy("_batch_date").count().collect()}
     expected = {b: data_lines(landing / b.isoformat() / "source_crm" / "sales_details.csv") for b in batches}
     assert per_batch == expected
+
+
+@pytest.mark.usefixtures("parse_split")
+def test_control_characters_are_quarantined_and_never_reach_gold(spark, settings):
+    from spark_jobs.pipeline import run_layers
+
+    content = (
+        CUST_HEADER.encode() + b"\r\n"
+        b"1,AW1,Ann,Lee,S,F,2020-01-01\r\n"  # line 2 ok
+        b"2,AW2,B\x00o,Ng,M,M,2020-01-02\r\n"  # line 3: NUL in the first name
+        b"3,AW3,Cy,Po\x1b,S,F,2020-01-03\r\n"  # line 4: ESC
+        b"4,AW4,Di\tXu,Ma,S,F,2020-01-04\r\n"  # line 5 ok: a tab is text
+        b"5,AW5,Ed,Li,S,M,2020-01-05\x7f\r\n"  # line 6: DEL
+    )
+    path = write_export(settings, D1, "crm_cust_info", content)
+
+    [result] = run_layers(spark, settings, D1)["bronze"][:1]
+
+    assert (result.records, result.quarantined) == (2, 3)
+    assert result.records + result.quarantined == data_lines(path)  # the bronze count law
+    store = TableStore(spark, settings)
+    quarantine = store.read(settings.table("bronze", "crm_cust_info_quarantine"))
+    assert {r["_line_number"]: r["_reason"] for r in quarantine.collect()} == {
+        3: "control character U+0000 in field 3 (cst_firstname)",
+        4: "control character U+001B in field 4 (cst_lastname)",
+        6: "control character U+007F in field 7 (cst_create_date)",
+    }
+    customers = store.read(settings.table("gold", "dim_customers"))
+    assert sorted(r["first_name"] for r in customers.collect()) == ["Ann", "Di\tXu"]
+
+
+def test_cli_refuses_an_empty_redelivery_and_forces_it_with_the_flag(spark, settings, capsys):
+    from spark_jobs.cli import main
+
+    write_export(settings, D1, "erp_loc_a101", "CID,CNTRY\r\nAW-1,DE\r\n")
+    roots = ["--landing-root", settings.landing_root, "--lakehouse-root", str(settings.lakehouse_root)]
+    assert main(["bronze", "--run-date", D1.isoformat(), *roots]) == 0
+    write_export(settings, D1, "erp_loc_a101", "CID,CNTRY\r\n")
+    try:
+        refused = main(["bronze", "--run-date", D1.isoformat(), *roots])
+    except EmptyRedeliveryError:
+        refused = 1
+    assert refused != 0 and slice_of(spark, settings, "erp_loc_a101", D1).count() == 1
+    assert main(["bronze", "--run-date", D1.isoformat(), *roots, "--allow-empty-redelivery"]) == 0
+    assert slice_of(spark, settings, "erp_loc_a101", D1).count() == 0

@@ -68,3 +68,40 @@ def test_records_carry_ingestion_metadata(spark):
     assert got["_batch_date"] == date(2024, 1, 15)
     assert got["_line_number"] == 5
     assert got["_ingested_at"].replace(tzinfo=None) == datetime(2024, 1, 16, 3, 0)
+
+
+@pytest.mark.parametrize(
+    ("line", "reason"),
+    [
+        ("1,a\x00b,3", "control character U+0000 in field 2"),
+        ("\x01,b,c", "control character U+0001 in field 1"),
+        ("1,2,x\x08", "control character U+0008 in field 3"),
+        ("1,\x0b,3", "control character U+000B in field 2"),
+        ("1,\x0c,3", "control character U+000C in field 2"),
+        ("1,a\rb,3", "control character U+000D in field 2"),  # a CR inside the line (a trailing one is stripped)
+        ("1,2,\x1b[0m", "control character U+001B in field 3"),
+        ("1,\x1f,3", "control character U+001F in field 2"),
+        ("1,2,del\x7f", "control character U+007F in field 3"),
+        ("1,\u0085,3", "control character U+0085 in field 2"),  # C1 (NEL), valid UTF-8 but no text
+        ('1,"quoted, \x00 too",3', "control character U+0000 in field 2"),
+        ("1,\x00,\x01", "control character U+0000 in field 2"),  # the first one is named
+    ],
+)
+def test_text_with_control_characters_is_quarantined_naming_the_character_and_field(spark, line, reason):
+    parsed = _parse(spark, [(7, line), (8, "a,b,c")])
+    rejected = parsed.transform(quarantined_lines(META)).select("_line_number", "_raw_line", "_reason")
+    expected = spark.createDataFrame([(7, line, reason)], "_line_number long, _raw_line string, _reason string")
+    assert_df_equality(rejected, expected, ignore_nullable=True)
+    assert parsed.transform(bronze_records(["a", "b", "c"], META)).count() == 1
+
+
+def test_control_character_reason_names_the_column_when_known(spark):
+    parsed = spark.createDataFrame([(3, "1,a\x00")], LINES).transform(parse_csv_lines(2, columns=("id", "name")))
+    assert parsed.transform(quarantined_lines(META)).first()["_reason"] == "control character U+0000 in field 2 (name)"
+
+
+def test_tabs_and_printable_unicode_are_text(spark):
+    parsed = _parse(spark, [(2, "1,a\tb,caf\u00e9 \u00a0\u20ac")])
+    assert parsed.transform(quarantined_lines(META)).count() == 0
+    got = parsed.transform(bronze_records(["a", "b", "c"], META)).first()
+    assert (got["b"], got["c"]) == ("a\tb", "caf\u00e9 \u00a0\u20ac")
