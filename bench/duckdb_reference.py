@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from spark_jobs.landing import header_positions, inspect_file
+from spark_jobs.silver.tables import SILVER_TABLES
 from spark_jobs.sources import SOURCES
 
 # SQL text of the same parsers as spark_jobs/parsing.py (shape first, then a total conversion).
@@ -140,14 +141,7 @@ QUARANTINE: dict[str, tuple[tuple[str, str], ...]] = {
     "erp_loc_a101": (("cid_present", "cid IS NOT NULL"),),
     "erp_px_cat_g1v2": (("id_present", "id IS NOT NULL"),),
 }
-KEYS = {
-    "crm_cust_info": ("cst_id",),
-    "crm_prd_info": ("prd_key", "prd_start_dt"),
-    "crm_sales_details": ("sls_ord_num", "sls_prd_key"),
-    "erp_cust_az12": ("cid",),
-    "erp_loc_a101": ("cid",),
-    "erp_px_cat_g1v2": ("id",),
-}
+KEYS = {name: spec.keys for name, spec in SILVER_TABLES.items()}  # the keys the pipeline declares
 _LATEST_DELIVERY = ("_batch_date DESC", "_line_number DESC")
 RECENCY = {name: _LATEST_DELIVERY for name in KEYS} | {
     "crm_cust_info": ("coalesce(cst_create_date, DATE '0001-01-01') DESC", *_LATEST_DELIVERY)

@@ -114,6 +114,19 @@ def pipeline(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
+def _history(args: argparse.Namespace) -> tuple[Any, Path, date]:
+    """Every day of ``--days`` but the last loaded (not timed) into ``<tables>/history``: the
+    session, that history and the day to measure on top of it."""
+    landing, root = Path(args.landing), Path(args.tables)
+    days = [date.fromisoformat(d) for d in args.days.split(",")]
+    history = root / "history"
+    spark = get_spark(_settings(args.engine, landing, history))
+    spark.range(10).count()
+    for day in days[:-1]:
+        run_layers(spark, _settings(args.engine, landing, history), day)
+    return spark, history, days[-1]
+
+
 def incremental(args: argparse.Namespace) -> dict[str, Any]:
     """The last day on top of the earlier days vs the same day on empty tables, ``--repeat`` times each.
 
@@ -123,12 +136,7 @@ def incremental(args: argparse.Namespace) -> dict[str, Any]:
     machine hits both alike. The medians are compared.
     """
     landing, root = Path(args.landing), Path(args.tables)
-    days = [date.fromisoformat(d) for d in args.days.split(",")]
-    history, measured = root / "history", days[-1]
-    spark = get_spark(_settings(args.engine, landing, history))
-    spark.range(10).count()
-    for day in days[:-1]:
-        run_layers(spark, _settings(args.engine, landing, history), day)
+    spark, history, measured = _history(args)
 
     trips: dict[str, dict[str, int]] = {}
 
@@ -158,7 +166,7 @@ def incremental(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "engine": args.engine,
         "day": measured.isoformat(),
-        "setup_days": len(days) - 1,
+        "setup_days": len(args.days.split(",")) - 1,
         "on_top_s": on_top,
         "alone_s": alone,
         "ratio": on_top / alone,
@@ -257,12 +265,7 @@ def profile(args: argparse.Namespace) -> dict[str, Any]:
     from bench.roundtrips import call_sites
 
     landing, root = Path(args.landing), Path(args.tables)
-    days = [date.fromisoformat(d) for d in args.days.split(",")]
-    history, measured = root / "history", days[-1]
-    spark = get_spark(_settings(args.engine, landing, history))
-    spark.range(10).count()
-    for day in days[:-1]:
-        run_layers(spark, _settings(args.engine, landing, history), day)
+    spark, history, measured = _history(args)
     warm = root / "warm"
     shutil.copytree(history, warm)
     run_layers(spark, _settings(args.engine, landing, warm), measured)
@@ -295,7 +298,7 @@ def profile(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "engine": args.engine,
         "day": measured.isoformat(),
-        "setup_days": len(days) - 1,
+        "setup_days": len(args.days.split(",")) - 1,
         **seconds,
         "total_s": sum(seconds.values()),
         "total_cpu_s": cpu,
