@@ -65,7 +65,7 @@ def counts(tables: Path) -> dict[str, int]:
         f"{layer}.{p.name}": DeltaTable(str(p)).to_pyarrow_dataset().count_rows()
         for layer in ("bronze", "silver", "gold")
         for p in sorted((tables / layer).iterdir())
-        if p.name != "dq_metrics"
+        if p.name != "dq_metrics" and (p / "_delta_log").is_dir()  # not the writers' lock files
     }
 
 

@@ -253,16 +253,15 @@ def test_control_characters_are_quarantined_and_never_reach_gold(spark, settings
 
 
 def test_cli_refuses_an_empty_redelivery_and_forces_it_with_the_flag(spark, settings, capsys):
-    from spark_jobs.cli import main
+    from spark_jobs.cli import console, main
 
     write_export(settings, D1, "erp_loc_a101", "CID,CNTRY\r\nAW-1,DE\r\n")
     roots = ["--landing-root", settings.landing_root, "--lakehouse-root", str(settings.lakehouse_root)]
-    assert main(["bronze", "--run-date", D1.isoformat(), *roots]) == 0
+    assert console(["bronze", "--run-date", D1.isoformat(), *roots]) == 0
     write_export(settings, D1, "erp_loc_a101", "CID,CNTRY\r\n")
-    try:
-        refused = main(["bronze", "--run-date", D1.isoformat(), *roots])
-    except EmptyRedeliveryError:
-        refused = 1
-    assert refused != 0 and slice_of(spark, settings, "erp_loc_a101", D1).count() == 1
-    assert main(["bronze", "--run-date", D1.isoformat(), *roots, "--allow-empty-redelivery"]) == 0
+    with pytest.raises(EmptyRedeliveryError):  # the Databricks entry point fails the task
+        main(["bronze", "--run-date", D1.isoformat(), *roots])
+    assert console(["bronze", "--run-date", D1.isoformat(), *roots]) == 1  # a shell gets exit code 1
+    assert slice_of(spark, settings, "erp_loc_a101", D1).count() == 1
+    assert console(["bronze", "--run-date", D1.isoformat(), *roots, "--allow-empty-redelivery"]) == 0
     assert slice_of(spark, settings, "erp_loc_a101", D1).count() == 0
