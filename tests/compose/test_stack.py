@@ -4,6 +4,7 @@ runs counted in the local Jobs API. Tests run in file order on one stack (see co
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 import shutil
@@ -50,7 +51,7 @@ def _bronze_lines(stack: Stack, table: str, batch: str) -> list[tuple[str, int]]
         columns=["_source_file", "_line_number", "_batch_date"]
     )
     data = data.filter(pc.equal(pc.cast(data.column("_batch_date"), "string"), batch))
-    return list(zip(data.column("_source_file").to_pylist(), data.column("_line_number").to_pylist()))
+    return list(zip(data.column("_source_file").to_pylist(), data.column("_line_number").to_pylist(), strict=True))
 
 
 def _run_and_wait(stack: Stack, conf: dict[str, str]) -> dict[str, object]:
@@ -190,7 +191,7 @@ def test_a_scheduler_restart_during_a_run_neither_loses_nor_duplicates_the_datab
         new = sorted(stack.jobs_api.runs_named(name), key=lambda r: r["run_id"])[before[layer] :]
         assert new, (layer, "no Databricks run")
         assert new[-1]["state"].get("result_state") == "SUCCESS", (layer, [r["state"] for r in new])
-        for earlier, later in zip(new, new[1:]):
+        for earlier, later in itertools.pairwise(new):
             assert earlier["state"].get("result_state") in ("SUCCESS", "CANCELED"), (layer, earlier["state"])
             assert earlier["end_time"] <= later["start_time"], (layer, "two runs at once", earlier, later)
     NOTES["Databricks runs per layer across the restart"] = str(
