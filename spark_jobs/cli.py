@@ -23,10 +23,9 @@ from datetime import date
 from pathlib import Path
 from typing import Any, NoReturn
 
-from spark_jobs.dq import DataQualityError
+from spark_jobs.errors import ConservationError, DataQualityError
 from spark_jobs.pipeline import LAYER_JOBS, layers_between
 from spark_jobs.settings import Engine, Overrides, Settings, SettingsError
-from spark_jobs.silver.job import ConservationError
 from spark_jobs.target import LAYERS
 
 log = logging.getLogger("lakehouse")

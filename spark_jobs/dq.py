@@ -24,6 +24,8 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.types import DateType, LongType, StringType, StructField, StructType, TimestampType
 
+from spark_jobs.errors import DataQualityError
+
 log = logging.getLogger(__name__)
 
 QUARANTINE_REASONS = "_quarantine_reasons"
@@ -59,10 +61,6 @@ def unique(*columns: str) -> Expectation:
         Action.FAIL,
         description=f"({keys}) unique",
     )
-
-
-class DataQualityError(RuntimeError):
-    """Expectations failed; the message carries the summary on-call needs."""
 
 
 METRICS_SCHEMA = StructType(

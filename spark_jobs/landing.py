@@ -13,14 +13,11 @@ import os
 from dataclasses import dataclass
 from datetime import date
 
+from spark_jobs.errors import HeaderMismatchError
 from spark_jobs.settings import Settings
 from spark_jobs.sources import Source
 
 _CHUNK = 1 << 20
-
-
-class HeaderMismatchError(ValueError):
-    """A file's header does not have the columns its table expects."""
 
 
 @dataclass(frozen=True)

@@ -14,21 +14,19 @@ from datetime import UTC, date, datetime
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
-from pyspark.sql.types import DateType, LongType, StringType, StructField, StructType, TimestampType
 
-from spark_jobs.bronze.parse import (
+from spark_jobs.bronze.parse import Ingestion, bronze_records, parse_csv_lines, quarantined_lines
+from spark_jobs.contracts import (
     BATCH_DATE,
-    INGESTED_AT,
     LINE_NUMBER,
+    QUARANTINE_SCHEMA,
+    QUARANTINE_SUFFIX,
     RAW_LINE,
     REASON,
-    SOURCE_FILE,
-    Ingestion,
-    bronze_records,
-    parse_csv_lines,
-    quarantined_lines,
+    bronze_schema,
 )
 from spark_jobs.engine import materialize
+from spark_jobs.errors import EmptyRedeliveryError
 from spark_jobs.landing import FileInfo, find_source_file, header_positions, inspect_file
 from spark_jobs.settings import Settings, TableRef
 from spark_jobs.sources import SOURCES, Source
@@ -36,31 +34,11 @@ from spark_jobs.tables import TableStore, batch_predicate
 
 log = logging.getLogger(__name__)
 
-QUARANTINE_SUFFIX = "_quarantine"
-
-
-class EmptyRedeliveryError(ValueError):
-    """An empty or header-only file was delivered again for a batch that had data."""
-
-
 # A file is read as one row (see ``read_lines``), so its lines start in one partition: a file larger
 # than this is spread over one partition per this many bytes before parsing, for all cores to parse
 # (SF10 sales, 39 MB: bronze 3.1 -> 2.45 s on 2 cores). Smaller files skip the shuffle.
 PARSE_SPLIT_BYTES = 32 * 1024 * 1024
 MAX_PARSE_PARTITIONS = 64
-_METADATA_FIELDS = [
-    StructField(SOURCE_FILE, StringType()),
-    StructField(BATCH_DATE, DateType()),
-    StructField(INGESTED_AT, TimestampType()),
-    StructField(LINE_NUMBER, LongType()),
-]
-QUARANTINE_SCHEMA = StructType(
-    [*_METADATA_FIELDS, StructField(RAW_LINE, StringType()), StructField(REASON, StringType())]
-)
-
-
-def bronze_schema(source: Source) -> StructType:
-    return StructType([*(StructField(c, StringType()) for c in source.bronze_columns), *_METADATA_FIELDS])
 
 
 @dataclass(frozen=True)

@@ -18,12 +18,8 @@ from datetime import date, datetime
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-LINE_NUMBER = "_line_number"
-RAW_LINE = "_raw_line"
-REASON = "_reason"
-SOURCE_FILE = "_source_file"
-BATCH_DATE = "_batch_date"
-INGESTED_AT = "_ingested_at"
+from spark_jobs.contracts import BATCH_DATE, INGESTED_AT, LINE_NUMBER, RAW_LINE, REASON, SOURCE_FILE
+
 METADATA_COLUMNS = (SOURCE_FILE, BATCH_DATE, INGESTED_AT, LINE_NUMBER)
 
 

@@ -23,8 +23,8 @@ from spark_jobs import dq
 from spark_jobs.dq import Action, Expectation
 from spark_jobs.engine import materialize
 from spark_jobs.gold import transforms as g
+from spark_jobs.metrics import METRICS_TABLE, write_metrics
 from spark_jobs.settings import Settings
-from spark_jobs.silver.job import METRICS_TABLE, write_metrics
 from spark_jobs.tables import TableStore, batch_predicate
 
 log = logging.getLogger(__name__)

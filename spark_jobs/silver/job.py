@@ -22,8 +22,10 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from spark_jobs import dq
-from spark_jobs.bronze.job import bronze_schema
+from spark_jobs.contracts import QUARANTINE_SUFFIX, bronze_schema
 from spark_jobs.engine import materialize
+from spark_jobs.errors import ConservationError
+from spark_jobs.metrics import METRICS_TABLE, write_metrics
 from spark_jobs.settings import Settings
 from spark_jobs.silver.tables import SILVER_TABLES, SilverTable
 from spark_jobs.silver.transforms import LINEAGE, RAW, latest_per_key, with_version_end_dates
@@ -31,13 +33,6 @@ from spark_jobs.sources import SOURCES
 from spark_jobs.tables import TableStore, batch_predicate
 
 log = logging.getLogger(__name__)
-
-QUARANTINE_SUFFIX = "_quarantine"
-METRICS_TABLE = "dq_metrics"
-
-
-class ConservationError(RuntimeError):
-    """Rows went missing (or appeared) between bronze and silver."""
 
 
 @dataclass(frozen=True)
@@ -186,17 +181,6 @@ def _written_and_superseded(good: DataFrame, stored: DataFrame, spec: SilverTabl
     ).select(F.lit(0).alias("_written"), F.lit(1).alias("_superseded"))
     row = written.unionByName(lost).agg(F.sum("_written").alias("w"), F.sum("_superseded").alias("s")).first()
     return (int(row["w"] or 0), int(row["s"] or 0)) if row else (0, 0)
-
-
-def write_metrics(store: TableStore, layer: str, run_date: date, rows: list[tuple[object, ...]]) -> None:
-    """Replace the run date's slice of ``<layer>.dq_metrics`` for the tables in ``rows``."""
-    if not rows:
-        return
-    tables = sorted({str(r[2]) for r in rows})
-    df = store.spark.createDataFrame(rows, dq.METRICS_SCHEMA)
-    in_list = ", ".join(f"'{t}'" for t in tables)
-    where = f"run_date = DATE'{run_date.isoformat()}' AND table_name IN ({in_list})"
-    store.replace_slice(df, store.ref(layer, METRICS_TABLE), where=where, partition_by=("run_date",))
 
 
 def run_silver(

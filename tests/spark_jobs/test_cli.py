@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from spark_jobs.cli import UsageError, console, main
-from spark_jobs.landing import HeaderMismatchError
+from spark_jobs.errors import HeaderMismatchError
 
 pytestmark = pytest.mark.delta
 

@@ -4,7 +4,8 @@ from datetime import date
 
 import pytest
 
-from spark_jobs.landing import HeaderMismatchError, find_source_file, header_positions, inspect_file
+from spark_jobs.errors import HeaderMismatchError
+from spark_jobs.landing import find_source_file, header_positions, inspect_file
 from spark_jobs.sources import SOURCES
 
 

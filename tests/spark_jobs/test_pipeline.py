@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from pyspark.sql import functions as F
 
-from spark_jobs.dq import DataQualityError
+from spark_jobs.errors import DataQualityError
 from spark_jobs.gold.job import view_sql
 from spark_jobs.pipeline import run_layers
 from spark_jobs.settings import Settings

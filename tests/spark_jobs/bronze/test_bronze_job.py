@@ -10,8 +10,8 @@ import pytest
 from chispa import assert_df_equality
 from pyspark.sql import functions as F
 
-from spark_jobs.bronze.job import EmptyRedeliveryError, run_bronze
-from spark_jobs.landing import HeaderMismatchError
+from spark_jobs.bronze.job import run_bronze
+from spark_jobs.errors import EmptyRedeliveryError, HeaderMismatchError
 from spark_jobs.settings import Settings
 from spark_jobs.sources import SOURCES
 from spark_jobs.tables import TableStore
