@@ -37,6 +37,7 @@ from typing import Any
 
 from spark_jobs.sample_data import DEFAULT_START_DATE, generate
 from spark_jobs.settings import REPO_ROOT
+from spark_jobs.target import LAYERS
 
 BENCH = REPO_ROOT / ".bench"
 
@@ -190,10 +191,7 @@ def main() -> None:
     sf1 = next((r for r in report["scales"] if r["scale"] == 1), report["scales"][0])
     sf10 = next((r for r in report["scales"] if r["scale"] == 10), None)
     first_load = (sf10 or sf1)["round_trips"]
-    print(
-        "round trips, first load (bronze/silver/gold): "
-        + "/".join(str(first_load[layer]) for layer in ("bronze", "silver", "gold"))
-    )
+    print("round trips, first load (bronze/silver/gold): " + "/".join(str(first_load[layer]) for layer in LAYERS))
     print(
         f"bench: total/3copies={sf1['total_over_three_copies']:.2f} total/floor={sf1['total_over_floor']:.2f} "
         f"incremental={report['incremental']['ratio']:.2f} "

@@ -32,6 +32,7 @@ from typing import Any
 from spark_jobs.landing import header_positions, inspect_file
 from spark_jobs.silver.tables import SILVER_TABLES
 from spark_jobs.sources import SOURCES
+from spark_jobs.target import LAYERS
 
 # SQL text of the same parsers as spark_jobs/parsing.py (shape first, then a total conversion).
 _INT = r"[+-]?[0-9]+"
@@ -379,7 +380,7 @@ class Reference:
         """All three layers; seconds per layer and the row counts."""
         seconds = {}
         try:
-            for layer in ("bronze", "silver", "gold"):
+            for layer in LAYERS:
                 t0 = time.perf_counter()
                 getattr(self, layer)()
                 seconds[f"{layer}_s"] = time.perf_counter() - t0

@@ -17,6 +17,7 @@ from spark_jobs.engine import get_spark, supports_delta
 from spark_jobs.pipeline import run_layers
 from spark_jobs.settings import Settings
 from spark_jobs.sources import SOURCES
+from spark_jobs.target import LAYERS
 
 
 def _peak_rss_mb() -> float:
@@ -94,7 +95,7 @@ def pipeline(args: argparse.Namespace) -> dict[str, Any]:
             shutil.rmtree(scratch, ignore_errors=True)
         settings = _settings(args.engine, landing, tables)
         cpu0 = _cpu_s()
-        for layer in ("bronze", "silver", "gold"):
+        for layer in LAYERS:
             with counting() as counts:
                 t0 = time.perf_counter()
                 run_layers(spark, settings, measured, [layer])
@@ -147,7 +148,7 @@ def incremental(args: argparse.Namespace) -> dict[str, Any]:
         settings = _settings(args.engine, landing, tables)
         t0 = time.perf_counter()
         per_layer = {}
-        for layer in ("bronze", "silver", "gold"):
+        for layer in LAYERS:
             with counting() as counts:
                 run_layers(spark, settings, measured, [layer])
             per_layer[layer] = total(counts)
@@ -280,7 +281,7 @@ def profile(args: argparse.Namespace) -> dict[str, Any]:
     profiler = Profiler(interval=0.001)
     cpu0 = _cpu_s()
     profiler.start()
-    for layer in ("bronze", "silver", "gold"):
+    for layer in LAYERS:
         t0 = time.perf_counter()
         with counting() as counts, call_sites() as layer_sites:
             run_layers(spark, settings, measured, [layer])

@@ -35,15 +35,17 @@ def summary(tables_root: Path, run_date: date) -> str:
     import pyarrow.compute as pc
     from deltalake import DeltaTable
 
+    from spark_jobs.target import LAYERS
+
     lines = [f"Delta tables under {tables_root}:"]
-    for layer in ("bronze", "silver", "gold"):
+    for layer in LAYERS:
         folder = tables_root / layer
         if not folder.is_dir():
             continue
         for path in sorted(p for p in folder.iterdir() if (p / "_delta_log").is_dir()):
             rows = DeltaTable(str(path)).to_pyarrow_dataset().count_rows()
             lines.append(f"  {layer}.{path.name:<40} {rows:>10} rows")
-    for layer in ("silver", "gold"):
+    for layer in LAYERS:  # the layers that write dq_metrics (silver, gold)
         path = tables_root / layer / "dq_metrics"
         if not (path / "_delta_log").is_dir():
             continue

@@ -9,6 +9,7 @@ from typing import Any
 from pyspark.sql import SparkSession
 
 from spark_jobs.settings import Settings
+from spark_jobs.target import LAYERS
 
 # Job parameters (CLI flags) every layer accepts; a layer ignores those that are not its own.
 # allow_empty_redelivery: bronze replaces a batch that had data with an empty re-delivered file.
@@ -39,7 +40,7 @@ def _gold(
 
 
 LayerJob = Callable[..., Sequence[Any]]
-LAYER_JOBS: dict[str, LayerJob] = {"bronze": _bronze, "silver": _silver, "gold": _gold}
+LAYER_JOBS: dict[str, LayerJob] = dict(zip(LAYERS, (_bronze, _silver, _gold), strict=True))  # in LAYERS order
 
 
 def layers_between(first: str, last: str) -> list[str]:

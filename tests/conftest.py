@@ -103,6 +103,17 @@ def _skip_delta_tests_without_delta(request: pytest.FixtureRequest) -> None:
         pytest.skip("Delta Lake is not available on this engine (set LAKEHOUSE_DELTA_JARS)")
 
 
+@pytest.fixture(autouse=True)
+def _airflow_settings_read_afresh() -> Iterator[None]:
+    """The Airflow side reads its settings once per process (``lakehouse_airflow.config``): each test
+    reads them from its own environment, as set by its fixtures and ``monkeypatch``."""
+    from lakehouse_airflow.config import clear_cached_config
+
+    clear_cached_config()
+    yield
+    clear_cached_config()
+
+
 @pytest.fixture
 def settings(tmp_path: Path, engine: Engine) -> Settings:
     """Settings pointing at fresh, empty landing and table folders for one test."""

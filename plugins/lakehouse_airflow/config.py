@@ -1,13 +1,16 @@
-"""Deployment settings of the DAG, resolved once from environment variables.
+"""The Airflow side's settings, resolved from environment variables: the deployment and the alerts.
 
 :class:`Target` says *where* the jobs write and *what* they run: env, catalog, schemas, landing
 root, wheel. It is resolved here, once, with the naming rule that the jobs and the bundle share
 (``spark_jobs.target``), and passed to every job explicitly as parameters, whatever the compute.
 :class:`DeploymentConfig` adds *how* Airflow submits them: connection, compute, timeouts, polling.
+:class:`AlertConfig` says who is told, over which connections; :func:`alert_config` reads it once
+per process for the notifier and the deadline callback (:func:`clear_cached_config` re-reads it).
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from collections.abc import Mapping
@@ -207,3 +210,55 @@ class DeploymentConfig:
             )
         except ValueError as exc:
             raise ConfigError(f"invalid lakehouse deployment setting: {exc}") from None
+
+
+# One address: no spaces, commas, semicolons or angle brackets, one @ with text on both sides.
+_EMAIL = re.compile(r"[^@\s,;<>]+@[^@\s,;<>]+")
+
+
+@dataclass(frozen=True)
+class AlertConfig:
+    """Who is alerted, over which Airflow connections, and for which events."""
+
+    env: str = LOCAL_ENV  # the target's name in the alert's subject (see :func:`target_env`)
+    emails: tuple[str, ...] = ()
+    smtp_conn_id: str = "smtp_default"
+    slack_conn_id: str = "slack_webhook_default"
+    from_email: str = "lakehouse-alerts@localhost"
+    notify_on_retry: bool = False
+    notify_on_recovery: bool = True
+    channels: tuple[str, ...] = field(default=("email", "slack"))
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> AlertConfig:
+        """``LAKEHOUSE_ALERT_EMAILS`` (comma-separated), ``LAKEHOUSE_SMTP_CONN_ID``,
+        ``LAKEHOUSE_SLACK_CONN_ID``, ``LAKEHOUSE_ALERT_FROM``, ``LAKEHOUSE_ALERT_ON_RETRY``,
+        ``LAKEHOUSE_ALERT_ON_RECOVERY``, and ``LAKEHOUSE_ENV`` for the subject."""
+        env = os.environ if environ is None else environ
+        emails = tuple(e.strip() for e in env.get("LAKEHOUSE_ALERT_EMAILS", "").split(",") if e.strip())
+        invalid = [e for e in emails if not _EMAIL.fullmatch(e)]
+        if invalid:
+            raise ConfigError(
+                f"LAKEHOUSE_ALERT_EMAILS: {invalid} not an email address; separate the recipients with commas"
+            )
+        return cls(
+            env=target_env(env),
+            emails=emails,
+            smtp_conn_id=env.get("LAKEHOUSE_SMTP_CONN_ID", cls.smtp_conn_id),
+            slack_conn_id=env.get("LAKEHOUSE_SLACK_CONN_ID", cls.slack_conn_id),
+            from_email=env.get("LAKEHOUSE_ALERT_FROM", cls.from_email),
+            notify_on_retry=flag(env, "LAKEHOUSE_ALERT_ON_RETRY", default=False),
+            notify_on_recovery=flag(env, "LAKEHOUSE_ALERT_ON_RECOVERY", default=True),
+        )
+
+
+@functools.cache
+def alert_config() -> AlertConfig:
+    """This process's alert settings, read from the environment on first use. An invalid setting
+    raises :class:`ConfigError` (each time: failures are not cached)."""
+    return AlertConfig.from_env()
+
+
+def clear_cached_config() -> None:
+    """Forget the settings read so far; the next use reads the environment again (tests)."""
+    alert_config.cache_clear()

@@ -15,13 +15,13 @@ from pathlib import Path
 
 import pytest
 
+from spark_jobs.target import LAYERS
 from tests.compose.conftest import ARTIFACTS, DAG_ID, NOTES, Stack, timed
 from tests.compose.stack import StackError, wait_for
 
 pytestmark = pytest.mark.compose
 
 RUN_TIMEOUT = 900  # waiting only: a DAG run takes 1-3 minutes on a busy 2-core machine
-LAYERS = ("bronze", "silver", "gold")
 GOLD_TABLES = ("dim_customers", "dim_products", "fact_sales")
 SUCCEEDED: dict[str, str] = {}  # batch date → id of a DAG run of it that succeeded
 

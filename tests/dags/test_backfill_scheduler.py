@@ -27,6 +27,7 @@ import requests
 
 from local_databricks.server import LocalJobsApi
 from spark_jobs.settings import Settings
+from spark_jobs.target import LAYERS
 from tests.dags.standalone import DAG_ID, Standalone, airflow_standalone, local_jobs_api, postgres_database
 from tests.spark_jobs.test_pipeline import snapshot
 
@@ -35,7 +36,6 @@ START = date(2024, 1, 15)
 DAYS = [START + timedelta(days=i) for i in range(3)]
 LAST = DAYS[-1]
 TOKEN = "backfill-token"
-LAYERS = ("bronze", "silver", "gold")
 
 
 @dataclass

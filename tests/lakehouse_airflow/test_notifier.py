@@ -117,3 +117,29 @@ def test_a_run_summary_has_the_run_duration_but_not_under_dag_test(receivers):
     test_run = context("2024-01-15")
     test_run["dag_run"].start_date = test_run["logical_date"]
     assert dag_run_facts(test_run, Kind.RECOVERED).duration_seconds is None
+
+
+def test_invalid_alert_settings_still_alert_on_the_channels_left_naming_the_setting(receivers, monkeypatch):
+    """Recipients separated by ';': no recipient can be trusted, so no email; Slack (its default
+    connection) still gets the alert, which says what is wrong with the settings."""
+    smtp, slack = receivers
+    monkeypatch.setenv("LAKEHOUSE_ALERT_EMAILS", "oncall@example.com;ops@example.com")
+    fail("2024-01-15")
+    assert smtp.messages == []
+    [post] = slack.posts
+    assert post["text"] == f":red_circle: [lakehouse][local] DAG FAILED {DAG} 2024-01-15"
+    fields = " ".join(f["text"] for block in post["blocks"] for f in block.get("fields", []))
+    assert "the alert settings are invalid, sent with the defaults (ConfigError: LAKEHOUSE_ALERT_EMAILS" in fields
+
+
+def test_an_alert_that_cannot_be_built_nor_configured_still_goes_out(receivers, monkeypatch):
+    """The fallback alert reads the settings inside its own ``try``: invalid settings and a context
+    without its task instance together still give an alert."""
+    _smtp, slack = receivers
+    monkeypatch.setenv("LAKEHOUSE_ALERT_EMAILS", "not-an-address")
+    LakehouseAlertNotifier(Kind.FAILED).notify({"dag": SimpleNamespace(dag_id=DAG), "run_id": "manual__x"})
+    [post] = slack.posts
+    assert post["text"] == ":red_circle: [lakehouse][local] FAILED lakehouse_notifier_test unknown batch"
+    fields = " ".join(f["text"] for block in post["blocks"] for f in block.get("fields", []))
+    assert "this alert could not be built in full (KeyError: 'ti')" in fields
+    assert "ConfigError: LAKEHOUSE_ALERT_EMAILS: ['not-an-address'] not an email address" in fields

@@ -25,13 +25,13 @@ from spark_jobs.settings import REPO_ROOT, Settings
 from spark_jobs.silver.tables import SILVER_TABLES
 from spark_jobs.sources import SOURCES
 from spark_jobs.tables import TableStore
+from spark_jobs.target import LAYERS
 from tests.spark_jobs.test_pipeline import snapshot
 
 pytestmark = pytest.mark.delta
 
 START = date(2014, 1, 29)
 DAYS = [START + timedelta(days=i) for i in range(3)]
-LAYERS = ("bronze", "silver", "gold")
 SILVER_KEYS = {name: spec.keys for name, spec in SILVER_TABLES.items()}
 GOLD_KEYS = {
     "dim_customers": ("customer_key",),

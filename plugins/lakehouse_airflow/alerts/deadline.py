@@ -18,9 +18,8 @@ from datetime import datetime
 from typing import Any
 
 from lakehouse_airflow.alerts import runstate
-from lakehouse_airflow.alerts.delivery import AlertConfig, deliver
+from lakehouse_airflow.alerts.delivery import config_or_defaults, deliver, with_config_error
 from lakehouse_airflow.alerts.messages import AlertFacts, Kind
-from lakehouse_airflow.config import target_env
 from lakehouse_airflow.macros import batch_label
 
 log = logging.getLogger(__name__)
@@ -80,10 +79,11 @@ def _handle_miss(context: dict[str, Any]) -> str:
     except Exception as exc:  # the alert matters more than the detail
         log.warning("could not read the task states of %s: %s", run.get("dag_run_id"), exc)
         states = {}
-    facts = deadline_facts(context, task_states=states, env=target_env())
+    config, config_error = config_or_defaults()
+    facts = deadline_facts(context, task_states=states, env=config.env)
     if facts is None:
         return "not sent: the run had already failed, or is a backfill run"
-    sent = deliver(facts, AlertConfig.from_env())
+    sent = deliver(with_config_error(facts, config_error), config)
     return f"deadline alert for {facts.dag_id} {facts.batch_date}: {sent}"
 
 

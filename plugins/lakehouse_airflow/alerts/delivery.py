@@ -1,46 +1,41 @@
 """Delivering an alert by email and Slack through the providers' hooks, never failing the caller.
 
 Connections come from Airflow (e.g. ``AIRFLOW_CONN_SMTP_DEFAULT``, ``AIRFLOW_CONN_SLACK_WEBHOOK_DEFAULT``),
-recipients from ``LAKEHOUSE_ALERT_EMAILS``. With no connection configured (the local default) the
-alert is written to the log instead. A delivery that fails (SMTP down, webhook 500) is logged with
-the reason: it must not hide or change the outcome of the task that raised the alert.
+recipients from ``LAKEHOUSE_ALERT_EMAILS`` (``lakehouse_airflow.config.AlertConfig``). With no
+connection configured (the local default) the alert is written to the log instead. A delivery that
+fails (SMTP down, webhook 500) is logged with the reason: it must not hide or change the outcome of
+the task that raised the alert.
 """
 
 from __future__ import annotations
 
 import logging
-import os
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import replace
 from email.message import EmailMessage
 
 from lakehouse_airflow.alerts.messages import AlertFacts, html_body, redact, slack_message, subject, text_body
-from lakehouse_airflow.config import flag
+from lakehouse_airflow.config import AlertConfig, alert_config, target_env
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class AlertConfig:
-    emails: tuple[str, ...] = ()
-    smtp_conn_id: str = "smtp_default"
-    slack_conn_id: str = "slack_webhook_default"
-    from_email: str = "lakehouse-alerts@localhost"
-    notify_on_retry: bool = False
-    notify_on_recovery: bool = True
-    channels: tuple[str, ...] = field(default=("email", "slack"))
+def config_or_defaults() -> tuple[AlertConfig, Exception | None]:
+    """This process's alert settings; if they cannot be read, the defaults (the default
+    connections, no recipients) and the error, which the alert then mentions: a wrong setting
+    must not cost the alert it would have configured."""
+    try:
+        return alert_config(), None
+    except Exception as exc:
+        log.exception("invalid alert settings: alerting with the defaults")
+        return AlertConfig(env=target_env()), exc
 
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> AlertConfig:
-        env = os.environ if environ is None else environ
-        return cls(
-            emails=tuple(e.strip() for e in env.get("LAKEHOUSE_ALERT_EMAILS", "").split(",") if e.strip()),
-            smtp_conn_id=env.get("LAKEHOUSE_SMTP_CONN_ID", cls.smtp_conn_id),
-            slack_conn_id=env.get("LAKEHOUSE_SLACK_CONN_ID", cls.slack_conn_id),
-            from_email=env.get("LAKEHOUSE_ALERT_FROM", cls.from_email),
-            notify_on_retry=flag(env, "LAKEHOUSE_ALERT_ON_RETRY", default=False),
-            notify_on_recovery=flag(env, "LAKEHOUSE_ALERT_ON_RECOVERY", default=True),
-        )
+
+def with_config_error(facts: AlertFacts, error: Exception | None) -> AlertFacts:
+    """``facts`` with a note that the alert settings could not be read (when they could not)."""
+    if error is None:
+        return facts
+    note = f"the alert settings are invalid, sent with the defaults ({type(error).__name__}: {error})"
+    return replace(facts, detail=f"{facts.detail}; {note}" if facts.detail else note)
 
 
 def _connection_exists(conn_id: str) -> bool:
@@ -110,7 +105,9 @@ def send_slack(facts: AlertFacts, config: AlertConfig) -> bool:
 
 def deliver(facts: AlertFacts, config: AlertConfig | None = None) -> dict[str, bool]:
     """Send ``facts`` on every channel; returns which deliveries succeeded."""
-    config = config or AlertConfig.from_env()
+    if config is None:
+        config, error = config_or_defaults()
+        facts = with_config_error(facts, error)
     sent = {}
     if "email" in config.channels:
         sent["email"] = send_email(facts, config)

@@ -21,9 +21,9 @@ from typing import Any
 from airflow.providers.common.compat.notifier import BaseNotifier
 
 from lakehouse_airflow.alerts import runstate
-from lakehouse_airflow.alerts.delivery import AlertConfig, deliver
+from lakehouse_airflow.alerts.delivery import AlertConfig, config_or_defaults, deliver, with_config_error
 from lakehouse_airflow.alerts.messages import AlertFacts, Kind
-from lakehouse_airflow.config import target_env
+from lakehouse_airflow.config import alert_config, target_env
 from lakehouse_airflow.macros import batch_label
 
 log = logging.getLogger(__name__)
@@ -64,8 +64,9 @@ def _batch(context: Any, dag_run: Any) -> str:
     return batch_label(getattr(dag_run, "conf", None), context.get("logical_date"), getattr(dag_run, "run_after", None))
 
 
-def facts_from_context(context: Any, kind: Kind) -> AlertFacts:
-    """A task's alert (``FAILED``, ``RETRY``) from a task callback's context."""
+def facts_from_context(context: Any, kind: Kind, *, env: str | None = None) -> AlertFacts:
+    """A task's alert (``FAILED``, ``RETRY``) from a task callback's context; ``env`` defaults to
+    the alert settings' target."""
     ti, task, dag_run = context["ti"], context["task"], context["dag_run"]
     run_id = ti.xcom_pull(task_ids=ti.task_id, key="run_id")
     exception = context.get("exception")
@@ -76,7 +77,7 @@ def facts_from_context(context: Any, kind: Kind) -> AlertFacts:
         )
     return AlertFacts(
         kind=kind,
-        env=target_env(),
+        env=env or alert_config().env,
         dag_id=dag_run.dag_id,
         batch_date=_batch(context, dag_run),
         task_id=ti.task_id,
@@ -98,7 +99,7 @@ def _ids(context: Any) -> tuple[str, str]:
     return context["dag"].dag_id, context["run_id"]
 
 
-def dag_run_facts(context: Any, kind: Kind) -> AlertFacts:
+def dag_run_facts(context: Any, kind: Kind, *, env: str | None = None) -> AlertFacts:
     """A DAG run's alert (``DAG_FAILED`` summary, ``RECOVERED``) from a DAG callback's context.
 
     The context is the last relevant task's (the one that failed last, or succeeded last); with
@@ -111,7 +112,7 @@ def dag_run_facts(context: Any, kind: Kind) -> AlertFacts:
     ti = context.get("ti")
     return AlertFacts(
         kind=kind,
-        env=target_env(),
+        env=env or alert_config().env,
         dag_id=dag_id,
         batch_date=_batch(context, dag_run) if dag_run is not None else "unknown batch",
         duration_seconds=_run_duration(dag_run),
@@ -124,7 +125,12 @@ def dag_run_facts(context: Any, kind: Kind) -> AlertFacts:
 
 
 def fallback_facts(context: Any, kind: Kind, exc: Exception) -> AlertFacts:
-    """What can still be said when the full alert could not be built."""
+    """What can still be said when the full alert could not be built (perhaps because the settings
+    could not be read: they are read here inside a ``try`` too, so that this never fails)."""
+    try:
+        env = alert_config().env
+    except Exception:
+        env = target_env()
     try:
         dag_id, run_id = _ids(context)
         url: str | None = runstate.airflow_run_url(dag_id, run_id)
@@ -133,7 +139,7 @@ def fallback_facts(context: Any, kind: Kind, exc: Exception) -> AlertFacts:
     ti = context.get("ti")
     return AlertFacts(
         kind=kind,
-        env=target_env(),
+        env=env,
         dag_id=dag_id,
         batch_date="unknown batch",
         task_id=getattr(ti, "task_id", None) if kind in (Kind.FAILED, Kind.RETRY) else None,
@@ -187,19 +193,20 @@ class LakehouseAlertNotifier(BaseNotifier):
         ``SerializedDAG`` with no ``get_template_env``, which the base class would call.)"""
 
     def notify(self, context: Any) -> None:
-        config = AlertConfig.from_env()
+        config, config_error = config_or_defaults()
         if self.kind is Kind.RETRY:
             if not config.notify_on_retry:
                 return
             config = replace(config, channels=("slack",))
         try:
             if self.kind in (Kind.FAILED, Kind.RETRY):
-                facts = facts_from_context(context, self.kind)
+                facts = facts_from_context(context, self.kind, env=config.env)
             else:
-                facts = dag_run_facts(context, self.kind)
+                facts = dag_run_facts(context, self.kind, env=config.env)
         except Exception as exc:
             log.exception("could not build the %s alert in full", self.kind.value)
             facts = fallback_facts(context, self.kind, exc)
+        facts = with_config_error(facts, config_error)
         if self.kind is Kind.RECOVERED:
             recovered = _recovery(facts, config)
             if recovered is None:
