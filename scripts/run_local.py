@@ -45,7 +45,7 @@ def summary(tables_root: Path, run_date: date) -> str:
         for path in sorted(p for p in folder.iterdir() if (p / "_delta_log").is_dir()):
             rows = DeltaTable(str(path)).to_pyarrow_dataset().count_rows()
             lines.append(f"  {layer}.{path.name:<40} {rows:>10} rows")
-    for layer in LAYERS:  # the layers that write dq_metrics (silver, gold)
+    for layer in LAYERS:  # those that write a dq_metrics table (silver, gold)
         path = tables_root / layer / "dq_metrics"
         if not (path / "_delta_log").is_dir():
             continue

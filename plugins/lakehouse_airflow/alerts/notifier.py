@@ -23,7 +23,7 @@ from airflow.providers.common.compat.notifier import BaseNotifier
 from lakehouse_airflow.alerts import runstate
 from lakehouse_airflow.alerts.delivery import AlertConfig, config_or_defaults, deliver, with_config_error
 from lakehouse_airflow.alerts.messages import AlertFacts, Kind
-from lakehouse_airflow.config import alert_config, target_env
+from lakehouse_airflow.config import alert_config
 from lakehouse_airflow.macros import batch_label
 
 log = logging.getLogger(__name__)
@@ -124,13 +124,10 @@ def dag_run_facts(context: Any, kind: Kind, *, env: str | None = None) -> AlertF
     )
 
 
-def fallback_facts(context: Any, kind: Kind, exc: Exception) -> AlertFacts:
-    """What can still be said when the full alert could not be built (perhaps because the settings
-    could not be read: they are read here inside a ``try`` too, so that this never fails)."""
-    try:
-        env = alert_config().env
-    except Exception:
-        env = target_env()
+def fallback_facts(context: Any, kind: Kind, exc: Exception, *, env: str) -> AlertFacts:
+    """What can still be said when the full alert could not be built. ``env`` comes from the
+    settings the caller already holds (``config_or_defaults``: the defaults if they are invalid),
+    so this reads no settings and cannot fail on them."""
     try:
         dag_id, run_id = _ids(context)
         url: str | None = runstate.airflow_run_url(dag_id, run_id)
@@ -205,7 +202,7 @@ class LakehouseAlertNotifier(BaseNotifier):
                 facts = dag_run_facts(context, self.kind, env=config.env)
         except Exception as exc:
             log.exception("could not build the %s alert in full", self.kind.value)
-            facts = fallback_facts(context, self.kind, exc)
+            facts = fallback_facts(context, self.kind, exc, env=config.env)
         facts = with_config_error(facts, config_error)
         if self.kind is Kind.RECOVERED:
             recovered = _recovery(facts, config)
