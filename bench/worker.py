@@ -229,7 +229,7 @@ def transforms_only(args: argparse.Namespace) -> dict[str, Any]:
     silver = {}
     for name, spec in SILVER_TABLES.items():
         exps = spec.expectations(day)
-        checked = spark.read.parquet(str(out / "bronze" / name)).transform(spec.clean(day)).transform(dq.check(exps))
+        checked = spark.read.parquet(str(out / "bronze" / name)).transform(spec.clean).transform(dq.check(exps))
         dq.count_violations(checked, exps)
         good = dq.drop_checks(checked.filter(~dq.is_quarantined())).drop("_raw")
         latest = good.transform(latest_per_key(spec.keys, spec.recency))

@@ -81,21 +81,49 @@ class MergeEffect:
     inserts: int  # source rows whose key is not stored
     matched: int  # source rows whose key is stored
     updates: int  # matched rows that would change the stored row
-    # Values of the slice column in the source and in the stored rows that would change; None when
-    # there is no slice column or a value is NULL.
+    # Values of the slice column in the rows the MERGE would write (inserted or changed) and in the
+    # stored rows it would change or delete; None when there is no slice column or a value is NULL.
     slices: tuple[date, ...] | None = None
+    deletes: int = 0  # stored rows whose key is in ``deletes``
+
+    @property
+    def rewrites(self) -> bool:
+        """Whether a stored row would change or go (else the MERGE could only insert)."""
+        return bool(self.updates or self.deletes)
+
+
+DELETE = "_delete"  # flag column of a merge source: the key's stored row is deleted
+
+
+def flagged_source(source: DataFrame, deletes: DataFrame | None, keys: tuple[str, ...]) -> DataFrame:
+    """``source`` plus the ``deletes`` keys, with a :data:`DELETE` flag saying which is which."""
+    upserts = source.withColumn(DELETE, F.lit(False))
+    if deletes is None:
+        return upserts
+    types = {f.name: f.dataType for f in source.schema.fields}
+    removed = deletes.select(
+        *[
+            F.col(c).cast(types[c]).alias(c) if c in keys else F.lit(None).cast(types[c]).alias(c)
+            for c in source.columns
+        ],
+        F.lit(True).alias(DELETE),
+    )
+    return upserts.unionByName(removed)
 
 
 def _classified(
     source: DataFrame, stored: DataFrame, *, keys: tuple[str, ...], update_when: str | None
-) -> tuple[DataFrame, Column, Column]:
-    """``source`` (alias ``s``) left-joined to ``stored`` (alias ``t``) on ``keys``, with the conditions
-    "new key" and "matched and would change" (``update_when`` holds and a column differs, NULL-safe)."""
+) -> tuple[DataFrame, Column, Column, Column]:
+    """A :func:`flagged_source` (alias ``s``) left-joined to ``stored`` (alias ``t``) on ``keys``, with
+    the conditions "new key", "matched and would change" (``update_when`` holds and a column
+    differs, NULL-safe) and "matched and deleted"."""
     s, t = source.alias("s"), stored.withColumn("_stored", F.lit(True)).alias("t")
     on = reduce(operator.and_, [F.col(f"s.{k}") == F.col(f"t.{k}") for k in keys])
-    differs = reduce(operator.or_, [~F.col(f"s.{c}").eqNullSafe(F.col(f"t.{c}")) for c in source.columns])
-    changed = F.col("t._stored") & (F.expr(update_when) & differs if update_when else differs)
-    return s.join(t, on, "left"), F.col("t._stored").isNull(), changed
+    columns = [c for c in source.columns if c != DELETE]
+    differs = reduce(operator.or_, [~F.col(f"s.{c}").eqNullSafe(F.col(f"t.{c}")) for c in columns])
+    stored_row, delete = F.col("t._stored").isNotNull(), F.col(f"s.{DELETE}")
+    changed = stored_row & ~delete & (F.expr(update_when) & differs if update_when else differs)
+    return s.join(t, on, "left"), ~stored_row & ~delete, changed, stored_row & delete
 
 
 def merge_effect(
@@ -105,28 +133,36 @@ def merge_effect(
     keys: tuple[str, ...],
     update_when: str | None,
     slice_column: str | None = None,
+    deletes: DataFrame | None = None,
 ) -> MergeEffect:
     """What ``MERGE INTO stored USING source`` would do, in one query. A matched row counts as
     changed only if ``update_when`` (aliases ``s``, ``t``) holds and some column differs, so
-    re-merging rows already in the table counts nothing."""
-    joined, new, changed = _classified(source, stored, keys=keys, update_when=update_when)
+    re-merging rows already in the table counts nothing. ``deletes``: keys whose stored row the
+    MERGE deletes."""
+    flagged = source if DELETE in source.columns else flagged_source(source, deletes, keys)
+    joined, new, changed, removed = _classified(flagged, stored, keys=keys, update_when=update_when)
+    upsert = ~F.col(f"s.{DELETE}")
     aggs = [
         F.count_if(new).alias("inserts"),
-        F.count_if(~new).alias("matched"),
+        F.count_if(upsert & ~new).alias("matched"),
         F.count_if(changed).alias("updates"),
+        F.count_if(removed).alias("deletes"),
     ]
     if slice_column:
         s_slice, t_slice = F.col(f"s.{slice_column}"), F.col(f"t.{slice_column}")
+        written, rewritten = new | changed, changed | removed
         aggs += [
-            F.array_union(F.collect_set(s_slice), F.collect_set(F.when(changed, t_slice))).alias("slices"),
-            F.count_if(s_slice.isNull() | (changed & t_slice.isNull())).alias("null_slices"),
+            F.array_union(F.collect_set(F.when(written, s_slice)), F.collect_set(F.when(rewritten, t_slice))).alias(
+                "slices"
+            ),
+            F.count_if((written & s_slice.isNull()) | (rewritten & t_slice.isNull())).alias("null_slices"),
         ]
     row = joined.agg(*aggs).first()
     assert row is not None
     slices = None
     if slice_column and not row["null_slices"]:
         slices = tuple(sorted(row["slices"]))
-    return MergeEffect(int(row["inserts"]), int(row["matched"]), int(row["updates"]), slices)
+    return MergeEffect(int(row["inserts"]), int(row["matched"]), int(row["updates"]), slices, int(row["deletes"]))
 
 
 @dataclass
@@ -219,26 +255,35 @@ class TableStore:
         update_when: str | None = None,
         partition_by: tuple[str, ...] = (),
         slice_column: str | None = None,
+        deletes: DataFrame | None = None,
     ) -> None:
-        """Upsert ``df`` into ``table`` on ``keys`` with SQL ``MERGE INTO`` (create the table if new).
+        """Upsert ``df`` into ``table`` on ``keys`` with SQL ``MERGE INTO`` (create the table if new),
+        and delete the stored rows of the ``deletes`` keys (a DataFrame of ``keys`` columns).
 
         ``update_when`` is an extra SQL condition (aliases ``t`` = table, ``s`` = ``df``) for replacing
-        a matched row, e.g. "the incoming version is newer". ``df`` must have one row per key.
+        a matched row, e.g. "the incoming version is newer". ``df`` must have one row per key, and
+        no key of ``deletes``.
 
-        Fast path: when no matched row would change (none matches, or every match is identical to
-        the stored row or fails ``update_when``), the MERGE could only insert, so the new keys are
-        appended instead: same result, while a MERGE on the embedded engine joins the whole table
-        and costs ~0.1 s even for a single changed row. ``slice_column`` (a DATE column such as
-        ``_batch_date``): when rows do change, only the slices holding them (values of the column in
-        ``df`` and in the changed stored rows) are rewritten with ``replaceWhere``, at about half
-        the cost of the MERGE, with the same result. The append is taken on local tables only
-        (under their lock); a catalog table gets the ``MERGE``, whose read of the table makes a
-        concurrent writer's commit a conflict instead of a duplicate.
+        Fast path: when no matched row would change or go (none matches, or every match is
+        identical to the stored row or fails ``update_when``), the MERGE could only insert, so the
+        new keys are appended instead: same result, while a MERGE on the embedded engine joins the
+        whole table and costs ~0.1 s even for a single changed row. ``slice_column`` (a DATE column
+        such as ``_batch_date``): when rows do change, only the slices holding them (values of the
+        column in the rows written and in the stored rows changed or deleted) are rewritten with
+        ``replaceWhere``, at about half the cost of the MERGE, with the same result. The append is
+        taken on local tables only (under their lock); a catalog table gets the ``MERGE``, whose
+        read of the table makes a concurrent writer's commit a conflict instead of a duplicate.
         """
         self._require_delta()
         with self.writing([table]):
             self._merge(
-                df, table, keys=keys, update_when=update_when, partition_by=partition_by, slice_column=slice_column
+                df,
+                table,
+                keys=keys,
+                update_when=update_when,
+                partition_by=partition_by,
+                slice_column=slice_column,
+                deletes=deletes,
             )
 
     def _merge(
@@ -250,15 +295,17 @@ class TableStore:
         update_when: str | None,
         partition_by: tuple[str, ...],
         slice_column: str | None,
+        deletes: DataFrame | None,
     ) -> None:
         if not self.exists(table):
             self.replace_slice(df, table, where="true", partition_by=partition_by)
             return
         stored = self.read(table)
         assert_schema(df, self._stored_state(table)[0], what=f"table {table}")
-        effect = merge_effect(df, stored, keys=keys, update_when=update_when, slice_column=slice_column)
+        source = flagged_source(df, deletes, keys)
+        effect = merge_effect(source, stored, keys=keys, update_when=update_when, slice_column=slice_column)
         log.info("merge into %s: %s", table, effect)
-        if effect.updates == 0 and (table.path is not None or not effect.inserts):
+        if not effect.rewrites and (table.path is not None or not effect.inserts):
             if effect.inserts:
                 new_rows = df.join(stored.select(*keys), list(keys), "left_anti") if effect.matched else df
                 self._save(new_rows.write.format("delta").mode("append"), table)
@@ -267,19 +314,26 @@ class TableStore:
         if slice_column and effect.slices:
             # Every row the MERGE would remove or add lies in these slices: rewrite just them.
             where = " OR ".join(batch_predicate(d, slice_column) for d in effect.slices)
-            joined, new, changed = _classified(df, stored, keys=keys, update_when=update_when)
+            joined, new, changed, removed = _classified(source, stored, keys=keys, update_when=update_when)
             written = joined.filter(new | changed).select(*[F.col(f"s.{c}").alias(c) for c in df.columns])
-            kept = stored.filter(where).join(written.select(*keys), list(keys), "left_anti")
+            gone = joined.filter(new | changed | removed).select(*[F.col(f"s.{k}").alias(k) for k in keys])
+            kept = stored.filter(where).join(gone, list(keys), "left_anti")
             rows = materialize(kept.unionByName(written))  # read fully before the slices are replaced
             self._save(rows.write.format("delta").mode("overwrite").option("replaceWhere", where), table)
             self.compact(table)
             return
         view = f"_merge_source_{table.layer}_{table.name}"
-        df.createOrReplaceTempView(view)
+        source.createOrReplaceTempView(view)
         try:
             on = " AND ".join(f"t.{k} = s.{k}" for k in keys)
-            when = f"WHEN MATCHED AND ({update_when})" if update_when else "WHEN MATCHED"
-            actions = f"{when} THEN UPDATE SET * WHEN NOT MATCHED THEN INSERT *"
+            update = f"WHEN MATCHED AND ({update_when})" if update_when else "WHEN MATCHED"
+            columns = ", ".join(f"`{c}`" for c in df.columns)
+            values = ", ".join(f"s.`{c}`" for c in df.columns)
+            assignments = ", ".join(f"t.`{c}` = s.`{c}`" for c in df.columns)
+            actions = (
+                f"WHEN MATCHED AND s.{DELETE} THEN DELETE {update} THEN UPDATE SET {assignments} "
+                f"WHEN NOT MATCHED AND NOT s.{DELETE} THEN INSERT ({columns}) VALUES ({values})"
+            )
             self.spark.sql(f"MERGE INTO {table.sql} t USING {view} s ON {on} {actions}")
         finally:
             self.spark.catalog.dropTempView(view)

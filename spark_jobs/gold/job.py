@@ -90,8 +90,16 @@ class _Gold:
         return self.store.read(self.store.ref("gold", name))
 
     def merge(
-        self, name: str, source: DataFrame, keys: tuple[str, ...], expectations: tuple[Expectation, ...]
+        self,
+        name: str,
+        source: DataFrame,
+        keys: tuple[str, ...],
+        expectations: tuple[Expectation, ...],
+        *,
+        rebuild: bool = False,
     ) -> GoldTableResult:
+        """Check ``source`` and MERGE it into ``gold.<name>``; ``rebuild``: ``source`` is the whole
+        table, which replaces the stored one (rows no longer derived from silver go)."""
         source = materialize(source)  # built once, then checked and merged
         checked = source.transform(dq.check(expectations))
         counts = dq.count_violations(checked, expectations)
@@ -116,7 +124,9 @@ class _Gold:
                 f"gold.{name}", counts.rows_in, counts.results, samples, enforce=self.store.settings.dq_enforce
             )
         target = self.store.ref("gold", name)
-        if counts.rows_in or not self.store.exists(target):
+        if rebuild:
+            self.store.replace_slice(source, target, where="true")
+        elif counts.rows_in or not self.store.exists(target):
             self.store.merge(source, target, keys=keys)
         return GoldTableResult(name, counts.rows_in, text)
 
@@ -126,8 +136,15 @@ def run_gold(spark: SparkSession, settings: Settings, run_date: date) -> list[Go
     tables = ["dim_customers", "dim_products", "fact_sales", *VIEWS, METRICS_TABLE]
     # One writer of the layer's tables from the first read to the last commit (see TableStore).
     with job.store.writing([job.store.ref("gold", name) for name in tables]):
+        # A day gold has run before is a re-run (a clear, a reprocessing backfill) after its silver
+        # batch may have been re-delivered: rows that silver dropped or moved to another batch are
+        # not in the batch's slice any more, so gold is rebuilt in full from silver.
+        metrics = job.store.ref("gold", METRICS_TABLE)
+        rerun = job.store.exists(metrics) and not job.store.slice_is_empty(
+            metrics, batch_predicate(run_date, "run_date")
+        )
         try:
-            results = _build(job, run_date)
+            results = _build(job, run_date, rebuild=rerun)
         finally:
             write_metrics(job.store, "gold", run_date, job.metrics)
         publish_views(job.store, settings)
@@ -136,8 +153,9 @@ def run_gold(spark: SparkSession, settings: Settings, run_date: date) -> list[Go
     return results
 
 
-def _build(job: _Gold, run_date: date) -> list[GoldTableResult]:
-    batch = batch_predicate(run_date)
+def _build(job: _Gold, run_date: date, *, rebuild: bool) -> list[GoldTableResult]:
+    """Build what batch ``run_date`` touches and merge it in; ``rebuild``: every row, replacing the tables."""
+    batch = "true" if rebuild else batch_predicate(run_date)
     cust, az12, loc = job.silver("crm_cust_info"), job.silver("erp_cust_az12"), job.silver("erp_loc_a101")
     prd, cats, sales = job.silver("crm_prd_info"), job.silver("erp_px_cat_g1v2"), job.silver("crm_sales_details")
 
@@ -158,6 +176,7 @@ def _build(job: _Gold, run_date: date) -> list[GoldTableResult]:
             g.build_dim_customers(touched_customers, az12, loc),
             ("customer_key",),
             DIM_CUSTOMERS_EXPECTATIONS,
+            rebuild=rebuild,
         )
     ]
 
@@ -170,7 +189,13 @@ def _build(job: _Gold, run_date: date) -> list[GoldTableResult]:
     )
     versions = prd.join(touched_keys, "prd_key", "left_semi")
     results.append(
-        job.merge("dim_products", g.build_dim_products(versions, cats), ("product_key",), DIM_PRODUCTS_EXPECTATIONS)
+        job.merge(
+            "dim_products",
+            g.build_dim_products(versions, cats),
+            ("product_key",),
+            DIM_PRODUCTS_EXPECTATIONS,
+            rebuild=rebuild,
+        )
     )
 
     # Lines taken from this batch, plus the lines of touched products (their version may change)
@@ -187,7 +212,9 @@ def _build(job: _Gold, run_date: date) -> list[GoldTableResult]:
         lines.select(F.col("sls_prd_key").alias("product_number")).distinct(), "product_number", "left_semi"
     )
     facts = g.build_fact_sales(lines, products, job.gold("dim_customers"))
-    results.append(job.merge("fact_sales", facts, ("order_number", "product_number"), FACT_SALES_EXPECTATIONS))
+    results.append(
+        job.merge("fact_sales", facts, ("order_number", "product_number"), FACT_SALES_EXPECTATIONS, rebuild=rebuild)
+    )
     return results
 
 

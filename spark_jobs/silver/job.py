@@ -13,8 +13,9 @@ Per table and batch date D:
 
 from __future__ import annotations
 
+import functools
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 
@@ -57,24 +58,69 @@ def _newer_sql(spec: SilverTable) -> str:
     return f"struct({s}) >= struct({t})"
 
 
-def merge_source(spec: SilverTable, candidates: DataFrame, stored: DataFrame | None) -> DataFrame:
-    """What to MERGE: the batch's latest row per key; for versioned products, every stored version
-    of the touched products too, so that end dates are recomputed across all versions (S9)."""
-    if not spec.versioned:
-        return candidates
-    assert spec.keys[0] == "prd_key"
+@dataclass(frozen=True)
+class MergePlan:
+    """What the batch does to ``silver.<table>``, decided before anything is written."""
+
+    upserts: DataFrame  # the final row of every key the batch affects (stored rows unchanged included)
+    deletes: DataFrame | None  # keys whose stored row goes: only an earlier delivery of the batch had them
+    fallback: bool  # whether other batches' rows were consulted (a re-delivered batch)
+
+
+def plan_merge(
+    spec: SilverTable,
+    candidates: DataFrame,
+    stored: DataFrame | None,
+    *,
+    where: str,
+    replaced: DataFrame | None = None,
+    earlier: DataFrame | None = None,
+) -> MergePlan:
+    """The final state of every key the batch touches, as if this delivery of the batch were the
+    only one that ever arrived.
+
+    ``candidates``: the batch's latest good row per key. ``replaced``: keys whose stored row came
+    from an earlier delivery of this batch (``where``), None on a first delivery. ``earlier``: the
+    good rows of the other batches for those keys (their fallback when this delivery no longer has
+    them, or has an older version). A key's final row is its most recent (``recency``) among the
+    batch's row, its stored row from another batch and those fallbacks; a replaced key with none
+    is deleted. Versioned products: every version of a touched product is recomputed, so that end
+    dates follow the versions that remain (S9).
+    """
+    keys = list(spec.keys)
+    rows = candidates.drop("prd_end_dt") if spec.versioned else candidates
     if stored is None:
-        return candidates.transform(with_version_end_dates)
-    touched = candidates.select("prd_key").distinct()
-    existing = stored.drop("prd_end_dt").join(touched, "prd_key", "left_semi")
-    versions = existing.unionByName(candidates.drop("prd_end_dt")).transform(latest_per_key(spec.keys, spec.recency))
-    return versions.transform(with_version_end_dates).select(*candidates.columns)
+        final = rows.transform(with_version_end_dates) if spec.versioned else rows
+        return MergePlan(final.select(*candidates.columns), None, False)
+    touched = rows.select(*keys) if replaced is None else rows.select(*keys).unionByName(replaced)
+    scope = ["prd_key"] if spec.versioned else keys  # which stored rows compete with the batch's
+    others = stored.filter(~F.expr(where)).join(touched.select(*scope).distinct(), scope, "left_semi")
+    contenders = rows.unionByName(others.select(*rows.columns))
+    if earlier is not None:
+        contenders = contenders.unionByName(earlier.select(*rows.columns))
+    final = contenders.transform(latest_per_key(spec.keys, spec.recency))
+    if spec.versioned:
+        final = final.transform(with_version_end_dates)
+    final = final.select(*candidates.columns)
+    deletes = None if replaced is None else replaced.join(final.select(*keys), keys, "left_anti")
+    return MergePlan(final, deletes, earlier is not None)
 
 
 def run_silver_table(
-    store: TableStore, spec: SilverTable, run_date: date, *, metrics: list[tuple[object, ...]], recorded_at: datetime
+    store: TableStore,
+    spec: SilverTable,
+    run_date: date,
+    *,
+    metrics: list[tuple[object, ...]],
+    recorded_at: datetime,
+    writes: list[Callable[[], None]] | None = None,
 ) -> SilverTableResult:
-    """Process one table's batch; append its dq_metrics rows to ``metrics`` (also when it fails)."""
+    """Process one table's batch; append its dq_metrics rows to ``metrics`` (also when it fails).
+
+    Everything is checked before anything is written. ``writes``: where to leave the table's writes
+    (the quarantine slice and the merge) for the caller to run once every table has passed its
+    checks; None: run them here."""
+    own: list[Callable[[], None]] = []
     bronze_ref = store.ref("bronze", spec.name)
     if store.exists(bronze_ref):
         bronze = store.read(bronze_ref)
@@ -99,7 +145,7 @@ def run_silver_table(
         )
         metrics.extend(rows)
 
-    cleaned = bronze.filter(where).transform(spec.clean(run_date))
+    cleaned = bronze.filter(where).transform(spec.clean)
     checked = materialize(cleaned.transform(dq.check(expectations)))
     counts = dq.count_violations(checked, expectations)
     results = counts.results
@@ -115,18 +161,25 @@ def run_silver_table(
     rejected = checked.filter(dq.is_quarantined()).select(
         f"{RAW}.*", *LINEAGE, F.array_join(dq.QUARANTINE_REASONS, "; ").alias("_reasons")
     )
-    store.replace_slice(
-        rejected, quarantine, where=where, partition_by=("_batch_date",), known_empty=counts.quarantined == 0
-    )
 
     good = dq.drop_checks(checked.filter(~dq.is_quarantined())).drop(RAW)
     written = superseded = 0
-    if counts.rows_in > counts.quarantined or not store.exists(target):
+    exists = store.exists(target)
+    # A batch whose slice already holds rows is a re-run or a re-delivery: this delivery replaces
+    # the earlier one, so the keys only the earlier one had fall back to other batches' rows.
+    redelivered = exists and not store.slice_is_empty(target, where)
+    if counts.rows_in > counts.quarantined or redelivered or not exists:
         candidates = good.transform(latest_per_key(spec.keys, spec.recency))
         if spec.versioned:
             candidates = candidates.withColumn("prd_end_dt", F.lit(None).cast("date"))
-        stored = store.read(target) if store.exists(target) else None
-        source = materialize(merge_source(spec, candidates, stored))
+        stored = store.read(target) if exists else None
+        replaced = earlier = None
+        if stored is not None and redelivered:
+            replaced = materialize(stored.filter(where).select(*spec.keys))
+            earlier = _earlier_rows(bronze, spec, expectations, where=where, keys=replaced)
+        plan = plan_merge(spec, candidates, stored, where=where, replaced=replaced, earlier=earlier)
+        source = materialize(plan.upserts)
+        deletes = materialize(plan.deletes) if plan.deletes is not None else None
         if spec.output_expectations:
             out_checked = source.transform(dq.check(spec.output_expectations))
             out = dq.count_violations(out_checked, spec.output_expectations)
@@ -139,21 +192,32 @@ def run_silver_table(
                     out.results,
                     dq.sample_keys(out_checked, spec.keys, out.results, line_column="_line_number"),
                 )
-        store.merge(
-            source,
-            target,
-            keys=spec.keys,
-            update_when=None if spec.versioned else _newer_sql(spec),
-            slice_column="_batch_date",
+        # The conservation law, on the planned state: checked before anything is committed.
+        written, superseded = _written_and_superseded(good, source, spec, where)
+        if counts.rows_in != written + counts.quarantined + superseded:
+            record(results, written=written, superseded=superseded)
+            raise ConservationError(
+                f"silver {spec.name} batch {run_date}: {counts.rows_in} bronze rows but {written} in silver + "
+                f"{counts.quarantined} quarantined + {superseded} superseded; nothing was written."
+            )
+        own.append(
+            functools.partial(store.merge, source, target, keys=spec.keys, slice_column="_batch_date", deletes=deletes)
         )
-        written, superseded = _written_and_superseded(good, store.read(target), spec, where)
+    quarantined = functools.partial(
+        store.replace_slice,
+        rejected,
+        quarantine,
+        where=where,
+        partition_by=("_batch_date",),
+        known_empty=counts.quarantined == 0,
+    )
+    own.insert(0, quarantined)
     record(results, written=written, superseded=superseded)
-    if counts.rows_in != written + counts.quarantined + superseded:
-        raise ConservationError(
-            f"silver {spec.name} batch {run_date}: {counts.rows_in} bronze rows but {written} in silver + "
-            f"{counts.quarantined} quarantined + {superseded} superseded. A re-delivered batch with other rows "
-            "than before leaves rows of the earlier delivery in silver."
-        )
+    if writes is None:
+        for write in own:
+            write()
+    else:
+        writes.extend(own)
     result = SilverTableResult(
         spec.name,
         counts.rows_in,
@@ -166,21 +230,34 @@ def run_silver_table(
     return result
 
 
-def _written_and_superseded(good: DataFrame, stored: DataFrame, spec: SilverTable, where: str) -> tuple[int, int]:
-    """Read back after the merge, in one query: rows of the batch now in the table, and rows of the
-    batch that passed the checks but whose key holds another (more recent) version.
+def _written_and_superseded(good: DataFrame, planned: DataFrame, spec: SilverTable, where: str) -> tuple[int, int]:
+    """From the planned final rows of the batch's keys, in one query: rows of the batch that will be
+    in the table, and rows of the batch that passed the checks but whose key will hold another
+    (more recent) version.
 
-    A row whose key is not in the table at all is *not* counted as superseded: it went missing,
-    and the conservation check must catch it.
+    A row whose key is not planned at all is *not* counted as superseded: it would go missing, and
+    the conservation check must catch it.
     """
-    written = stored.filter(where).select(F.lit(1).alias("_written"), F.lit(0).alias("_superseded"))
-    winners = stored.select(*spec.keys, *[F.col(c).alias(f"_w{c}") for c in LINEAGE])
+    written = planned.filter(where).select(F.lit(1).alias("_written"), F.lit(0).alias("_superseded"))
+    winners = planned.select(*spec.keys, *[F.col(c).alias(f"_w{c}") for c in LINEAGE])
     joined = good.select(*spec.keys, *LINEAGE).join(winners, list(spec.keys), "inner")
     lost = joined.filter(
         (F.col("_w_batch_date") != F.col("_batch_date")) | (F.col("_w_line_number") != F.col("_line_number"))
     ).select(F.lit(0).alias("_written"), F.lit(1).alias("_superseded"))
     row = written.unionByName(lost).agg(F.sum("_written").alias("w"), F.sum("_superseded").alias("s")).first()
     return (int(row["w"] or 0), int(row["s"] or 0)) if row else (0, 0)
+
+
+def _earlier_rows(
+    bronze: DataFrame, spec: SilverTable, expectations: tuple[dq.Expectation, ...], *, where: str, keys: DataFrame
+) -> DataFrame:
+    """The good rows of every other batch for ``keys``, cleaned and checked as their own batch was
+    (cleaning reads each row's ``_batch_date``), the latest per key: what those keys fall back to."""
+    others = bronze.filter(~F.expr(where)).transform(spec.clean)
+    checked = others.join(keys, list(spec.keys), "left_semi").transform(dq.check(expectations))
+    good = dq.drop_checks(checked.filter(~dq.is_quarantined())).drop(RAW)
+    rows = good.transform(latest_per_key(spec.keys, spec.recency))
+    return rows.withColumn("prd_end_dt", F.lit(None).cast("date")) if spec.versioned else rows
 
 
 def run_silver(
@@ -195,10 +272,15 @@ def run_silver(
     # One writer of the layer's tables from the first read to the last commit (see TableStore).
     with store.writing([*written, store.ref("silver", METRICS_TABLE)]):
         try:
+            # Every table is checked before any is written: a failed check leaves the layer as it was.
+            writes: list[Callable[[], None]] = []
             for name in names:
+                spec = SILVER_TABLES[name]
                 results.append(
-                    run_silver_table(store, SILVER_TABLES[name], run_date, metrics=metrics, recorded_at=recorded_at)
+                    run_silver_table(store, spec, run_date, metrics=metrics, recorded_at=recorded_at, writes=writes)
                 )
+            for write in writes:
+                write()
         finally:
             write_metrics(store, "silver", run_date, metrics)
     return results

@@ -22,16 +22,12 @@ LATEST_DELIVERY = ("{a}_batch_date", "{a}_line_number")
 @dataclass(frozen=True)
 class SilverTable:
     name: str
-    clean: Callable[[date], Callable[[DataFrame], DataFrame]]
+    clean: Callable[[DataFrame], DataFrame]  # bronze rows of any batches → cleaned (reads `_batch_date`)
     keys: tuple[str, ...]
     recency: tuple[str, ...]
     expectations: Callable[[date], tuple[Expectation, ...]]  # on cleaned rows, before de-duplication
     output_expectations: tuple[Expectation, ...] = ()  # on what is merged into the table
     versioned: bool = False  # product versions: end dates are recomputed across all versions
-
-
-def _static(clean: Callable[[DataFrame], DataFrame]) -> Callable[[date], Callable[[DataFrame], DataFrame]]:
-    return lambda _run_date: clean
 
 
 def _present(col: str, what: str) -> Expectation:
@@ -143,14 +139,14 @@ def _cat(run_date: date) -> tuple[Expectation, ...]:
 
 _CUST = SilverTable(
     "crm_cust_info",
-    _static(t.clean_crm_cust_info),
+    t.clean_crm_cust_info,
     keys=("cst_id",),
     recency=("coalesce({a}cst_create_date, DATE'0001-01-01')", *LATEST_DELIVERY),
     expectations=_cust,
 )
 _PRD = SilverTable(
     "crm_prd_info",
-    _static(t.clean_crm_prd_info),
+    t.clean_crm_prd_info,
     keys=("prd_key", "prd_start_dt"),
     recency=LATEST_DELIVERY,
     expectations=_prd,
@@ -161,13 +157,13 @@ _PRD = SilverTable(
 )
 _SALES = SilverTable(
     "crm_sales_details",
-    _static(t.clean_crm_sales_details),
+    t.clean_crm_sales_details,
     keys=("sls_ord_num", "sls_prd_key"),
     recency=LATEST_DELIVERY,
     expectations=_sales,
 )
 _AZ12 = SilverTable("erp_cust_az12", t.clean_erp_cust_az12, ("cid",), LATEST_DELIVERY, _az12)
-_LOC = SilverTable("erp_loc_a101", _static(t.clean_erp_loc_a101), ("cid",), LATEST_DELIVERY, _loc)
-_CAT = SilverTable("erp_px_cat_g1v2", _static(t.clean_erp_px_cat_g1v2), ("id",), LATEST_DELIVERY, _cat)
+_LOC = SilverTable("erp_loc_a101", t.clean_erp_loc_a101, ("cid",), LATEST_DELIVERY, _loc)
+_CAT = SilverTable("erp_px_cat_g1v2", t.clean_erp_px_cat_g1v2, ("id",), LATEST_DELIVERY, _cat)
 
 SILVER_TABLES: dict[str, SilverTable] = {s.name: s for s in (_CUST, _PRD, _SALES, _AZ12, _LOC, _CAT)}

@@ -8,7 +8,6 @@ original text fields, so that a quarantined row keeps exactly what arrived.
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import date
 
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
@@ -111,21 +110,18 @@ def clean_crm_sales_details(bronze: DataFrame) -> DataFrame:
     )
 
 
-def clean_erp_cust_az12(run_date: date) -> Callable[[DataFrame], DataFrame]:
-    """S13 strip ``NAS``, S14 birthdates after the run date → NULL, S15 gender."""
-
-    def transform(bronze: DataFrame) -> DataFrame:
-        cid = F.trim(F.col("cid"))
-        bdate = parse_iso_date(F.col("bdate"))
-        return _with_raw(
-            bronze,
-            "erp_cust_az12",
-            F.when(cid.startswith("NAS"), F.substring(cid, 4, 1_000)).otherwise(cid).alias("cid"),
-            F.when(bdate <= F.lit(run_date), bdate).alias("bdate"),
-            _code("gen", {"F": "Female", "FEMALE": "Female", "M": "Male", "MALE": "Male"}).alias("gen"),
-        )
-
-    return transform
+def clean_erp_cust_az12(bronze: DataFrame) -> DataFrame:
+    """S13 strip ``NAS``, S14 birthdates after the batch date (the run date of the row's batch) →
+    NULL, S15 gender."""
+    cid = F.trim(F.col("cid"))
+    bdate = parse_iso_date(F.col("bdate"))
+    return _with_raw(
+        bronze,
+        "erp_cust_az12",
+        F.when(cid.startswith("NAS"), F.substring(cid, 4, 1_000)).otherwise(cid).alias("cid"),
+        F.when(bdate <= F.col("_batch_date"), bdate).alias("bdate"),
+        _code("gen", {"F": "Female", "FEMALE": "Female", "M": "Male", "MALE": "Male"}).alias("gen"),
+    )
 
 
 def clean_erp_loc_a101(bronze: DataFrame) -> DataFrame:

@@ -86,7 +86,7 @@ def test_merge_gives_the_same_table_as_sql_merge_on_every_path(spark, settings, 
     batches = [  # rows, what MERGE would do (inserts, matches, changed rows, slices), how it is written
         ([(1, 1, "a", d[0]), (2, 1, None, d[0])], None, "CREATE TABLE"),
         ([(3, 1, "c", d[1]), (4, 1, "d", d[1])], (2, 0, 0, (d[1],)), "WRITE Append"),  # new keys only
-        ([(1, 1, "a", d[0]), (2, 1, None, d[0]), (5, 1, "e", d[2])], (1, 2, 0, (d[0], d[2])), "WRITE Append"),
+        ([(1, 1, "a", d[0]), (2, 1, None, d[0]), (5, 1, "e", d[2])], (1, 2, 0, (d[2],)), "WRITE Append"),
         ([(1, 0, "old", d[3]), (6, 1, "f", d[3])], (1, 1, 0, (d[3],)), "WRITE Append"),  # older: no update
         # a newer version of a row of day 1, an older one of day 2 (kept), a new key
         ([(1, 2, "a2", d[4]), (3, 0, "c0", d[4]), (7, 1, "g", d[4])], (1, 2, 1, (d[0], d[4])), update),

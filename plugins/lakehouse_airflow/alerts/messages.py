@@ -110,7 +110,7 @@ def likely_cause(facts: AlertFacts) -> str | None:
         ("data quality check failed", "a data-quality expectation failed: see the summary below"),
         ("HeaderMismatchError", "an export file changed its columns (header mismatch)"),
         ("header does not match", "an export file changed its columns (header mismatch)"),
-        ("ConservationError", "rows went missing between bronze and silver (re-delivered batch?)"),
+        ("ConservationError", "silver would lose rows of the batch (nothing was written): a pipeline bug, report it"),
         ("TIMEDOUT", "the Databricks run timed out"),
         ("timed out", "timeout"),
         ("AirflowTaskTimeout", "the Airflow task hit its execution_timeout; the Databricks run was cancelled"),

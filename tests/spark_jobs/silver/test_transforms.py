@@ -138,7 +138,7 @@ def test_sales_dates_from_yyyymmdd_s10(spark):
 def test_erp_customers_strip_nas_null_future_birthdates_map_gender_s13_s14_s15(spark):
     rows = [("NASAW00011000", "1971-10-06", " female"), ("AW00011001", "2030-01-01", "M"),
             ("AW00011002", "1916-02-10", "Male "), ("AW00011003", "", "x")]  # fmt: skip
-    got = bronze(spark, "cid, bdate, gen", rows).transform(t.clean_erp_cust_az12(D)).select("cid", "bdate", "gen")
+    got = bronze(spark, "cid, bdate, gen", rows).transform(t.clean_erp_cust_az12).select("cid", "bdate", "gen")
     expected = spark.createDataFrame(
         [("AW00011000", date(1971, 10, 6), "Female"), ("AW00011001", None, "Male"),
          ("AW00011002", date(1916, 2, 10), "Male"), ("AW00011003", None, "n/a")],
