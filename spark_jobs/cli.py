@@ -23,9 +23,9 @@ from datetime import date
 from pathlib import Path
 from typing import Any, NoReturn
 
-from spark_jobs.errors import ConservationError, DataQualityError
+from spark_jobs.errors import LakehouseError
 from spark_jobs.pipeline import LAYER_JOBS, layers_between
-from spark_jobs.settings import Engine, Overrides, Settings, SettingsError
+from spark_jobs.settings import Engine, Overrides, Settings
 from spark_jobs.target import LAYERS
 
 log = logging.getLogger("lakehouse")
@@ -33,12 +33,10 @@ log = logging.getLogger("lakehouse")
 # Our named errors (header/schema mismatch, bad settings, missing tables, failed expectations, lost
 # rows) carry messages a person can act on: the shell wrapper prints them without a traceback.
 NAMED_ERRORS: tuple[type[Exception], ...] = (
-    SettingsError,
+    LakehouseError,
     ValueError,
     FileExistsError,
     LookupError,
-    DataQualityError,
-    ConservationError,
 )
 
 

@@ -21,7 +21,8 @@ import tempfile
 import threading
 from typing import TYPE_CHECKING, Any
 
-from spark_jobs.settings import Engine, Settings, SettingsError
+from spark_jobs.errors import EngineUnavailableError, SettingsError
+from spark_jobs.settings import Engine, Settings
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -44,10 +45,6 @@ LOCAL_CONF = {
 
 _lock = threading.Lock()
 _sail_server: Any = None
-
-
-class EngineUnavailableError(RuntimeError):
-    """The selected engine cannot do what was asked on this machine."""
 
 
 def get_spark(settings: Settings) -> SparkSession:

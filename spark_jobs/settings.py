@@ -16,6 +16,7 @@ from datetime import date
 from enum import StrEnum
 from pathlib import Path
 
+from spark_jobs.errors import SettingsError
 from spark_jobs.target import LAYERS, LOCAL_ENV, default_catalog, default_landing_root
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -28,10 +29,6 @@ class Engine(StrEnum):
     SPARK = "spark"  # classic JVM Spark, local[*]
     CONNECT = "connect"  # any Spark Connect server at SPARK_REMOTE
     DATABRICKS = "databricks"  # the active session of a Databricks cluster / serverless
-
-
-class SettingsError(ValueError):
-    """A setting is missing or has an invalid value."""
 
 
 @dataclass(frozen=True)

@@ -63,10 +63,3 @@ SOURCES: dict[str, Source] = {
         Source("erp_px_cat_g1v2", "source_erp", "PX_CAT_G1V2.csv", ("ID", "CAT", "SUBCAT", "MAINTENANCE")),
     )
 }
-
-
-def get_source(table: str) -> Source:
-    try:
-        return SOURCES[table]
-    except KeyError:
-        raise KeyError(f"unknown source table {table!r}; known: {', '.join(SOURCES)}") from None

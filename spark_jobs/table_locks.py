@@ -25,11 +25,9 @@ import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, suppress
 
+from spark_jobs.errors import TableBusyError
+
 log = logging.getLogger(__name__)
-
-
-class TableBusyError(RuntimeError):
-    """Another process has been writing a table for longer than this one is willing to wait."""
 
 
 _held: dict[str, tuple[int, int]] = {}  # lock path -> (file descriptor, depth), this process

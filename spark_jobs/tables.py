@@ -27,7 +27,8 @@ from typing import TYPE_CHECKING
 from pyspark.sql import functions as F
 
 from spark_jobs import table_locks
-from spark_jobs.engine import EngineUnavailableError, materialize, supports_delta
+from spark_jobs.engine import materialize, supports_delta
+from spark_jobs.errors import EngineUnavailableError, SchemaMismatchError, TableNotFoundError
 from spark_jobs.settings import Settings, TableRef
 
 if TYPE_CHECKING:
@@ -35,14 +36,6 @@ if TYPE_CHECKING:
     from pyspark.sql.types import StructType
 
 log = logging.getLogger(__name__)
-
-
-class TableNotFoundError(LookupError):
-    """A table that a job reads has never been written."""
-
-
-class SchemaMismatchError(ValueError):
-    """A DataFrame does not have the schema of the Delta table it is written to."""
 
 
 def batch_predicate(batch_date: date, column: str = "_batch_date") -> str:

@@ -20,8 +20,6 @@ from pyspark.sql import functions as F
 
 from spark_jobs.contracts import BATCH_DATE, INGESTED_AT, LINE_NUMBER, RAW_LINE, REASON, SOURCE_FILE
 
-METADATA_COLUMNS = (SOURCE_FILE, BATCH_DATE, INGESTED_AT, LINE_NUMBER)
-
 
 @dataclass(frozen=True)
 class Ingestion:

@@ -20,50 +20,13 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from spark_jobs import dq
-from spark_jobs.dq import Action, Expectation
 from spark_jobs.engine import materialize
-from spark_jobs.gold import transforms as g
+from spark_jobs.gold.tables import DIM_CUSTOMERS, DIM_PRODUCTS, FACT_SALES, GOLD_TABLES, GOLD_VIEWS, GoldTable
 from spark_jobs.metrics import METRICS_TABLE, write_metrics
 from spark_jobs.settings import Settings
 from spark_jobs.tables import TableStore, batch_predicate
 
 log = logging.getLogger(__name__)
-
-
-DIM_CUSTOMERS_EXPECTATIONS = (
-    dq.unique("customer_key"),
-    Expectation("customer_number_present", "customer_number IS NOT NULL", Action.WARN),
-    Expectation("country_known", "country <> 'n/a'", Action.WARN),
-)
-DIM_PRODUCTS_EXPECTATIONS = (
-    dq.unique("product_key"),
-    Expectation("category_matched", "category IS NOT NULL", Action.WARN, description="cat_id not in erp_px_cat_g1v2"),
-    Expectation("valid_to_not_before_valid_from", "valid_to IS NULL OR valid_to >= valid_from", Action.FAIL),
-)
-FACT_SALES_EXPECTATIONS = (
-    dq.unique("order_number", "product_number"),
-    Expectation(
-        "fact_customer_linked",
-        "customer_key IS NOT NULL",
-        Action.WARN,
-        max_fraction=0.01,
-        description="sales line whose customer is not in dim_customers",
-    ),
-    Expectation(
-        "fact_product_linked",
-        "product_key IS NOT NULL",
-        Action.WARN,
-        max_fraction=0.01,
-        description="sales line whose product is not in dim_products",
-    ),
-    Expectation(
-        "product_version_on_order_date",
-        "NOT product_version_fallback",
-        Action.WARN,
-        description="order before the product's first version or without order date: linked to the earliest",
-    ),
-)
-VIEWS = ("sales_monthly_by_category_country", "product_cost_history")
 
 
 @dataclass(frozen=True)
@@ -89,17 +52,11 @@ class _Gold:
     def gold(self, name: str) -> DataFrame:
         return self.store.read(self.store.ref("gold", name))
 
-    def merge(
-        self,
-        name: str,
-        source: DataFrame,
-        keys: tuple[str, ...],
-        expectations: tuple[Expectation, ...],
-        *,
-        rebuild: bool = False,
-    ) -> GoldTableResult:
-        """Check ``source`` and MERGE it into ``gold.<name>``; ``rebuild``: ``source`` is the whole
-        table, which replaces the stored one (rows no longer derived from silver go)."""
+    def merge(self, table: GoldTable, source: DataFrame, *, rebuild: bool = False) -> GoldTableResult:
+        """Check ``source`` against the table's expectations and MERGE it into ``gold.<name>`` on its
+        keys; ``rebuild``: ``source`` is the whole table, which replaces the stored one (rows no
+        longer derived from silver go)."""
+        name, keys, expectations = table.name, table.keys, table.expectations
         source = materialize(source)  # built once, then checked and merged
         checked = source.transform(dq.check(expectations))
         counts = dq.count_violations(checked, expectations)
@@ -133,7 +90,7 @@ class _Gold:
 
 def run_gold(spark: SparkSession, settings: Settings, run_date: date) -> list[GoldTableResult]:
     job = _Gold(spark, settings, run_date)
-    tables = ["dim_customers", "dim_products", "fact_sales", *VIEWS, METRICS_TABLE]
+    tables = [*GOLD_TABLES, *GOLD_VIEWS, METRICS_TABLE]
     # One writer of the layer's tables from the first read to the last commit (see TableStore).
     with job.store.writing([job.store.ref("gold", name) for name in tables]):
         # A day gold has run before is a re-run (a clear, a reprocessing backfill) after its silver
@@ -172,11 +129,7 @@ def _build(job: _Gold, run_date: date, *, rebuild: bool) -> list[GoldTableResult
     touched_customers = materialize(touched_customers)
     results = [
         job.merge(
-            "dim_customers",
-            g.build_dim_customers(touched_customers, az12, loc),
-            ("customer_key",),
-            DIM_CUSTOMERS_EXPECTATIONS,
-            rebuild=rebuild,
+            DIM_CUSTOMERS, DIM_CUSTOMERS.build(touched_customers, demographics=az12, locations=loc), rebuild=rebuild
         )
     ]
 
@@ -188,15 +141,7 @@ def _build(job: _Gold, run_date: date, *, rebuild: bool) -> list[GoldTableResult
         .distinct()
     )
     versions = prd.join(touched_keys, "prd_key", "left_semi")
-    results.append(
-        job.merge(
-            "dim_products",
-            g.build_dim_products(versions, cats),
-            ("product_key",),
-            DIM_PRODUCTS_EXPECTATIONS,
-            rebuild=rebuild,
-        )
-    )
+    results.append(job.merge(DIM_PRODUCTS, DIM_PRODUCTS.build(versions, categories=cats), rebuild=rebuild))
 
     # Lines taken from this batch, plus the lines of touched products (their version may change)
     # and customers (their link may appear): one pass over sales with two small lookups.
@@ -211,26 +156,15 @@ def _build(job: _Gold, run_date: date, *, rebuild: bool) -> list[GoldTableResult
     products = job.gold("dim_products").join(
         lines.select(F.col("sls_prd_key").alias("product_number")).distinct(), "product_number", "left_semi"
     )
-    facts = g.build_fact_sales(lines, products, job.gold("dim_customers"))
-    results.append(
-        job.merge("fact_sales", facts, ("order_number", "product_number"), FACT_SALES_EXPECTATIONS, rebuild=rebuild)
-    )
+    facts = FACT_SALES.build(lines, products=products, customers=job.gold("dim_customers"))
+    results.append(job.merge(FACT_SALES, facts, rebuild=rebuild))
     return results
-
-
-def view_definitions(store: TableStore) -> dict[str, DataFrame]:
-    products = store.read(store.ref("gold", "dim_products"))
-    customers = store.read(store.ref("gold", "dim_customers"))
-    facts = store.read(store.ref("gold", "fact_sales"))
-    return {
-        "sales_monthly_by_category_country": g.monthly_sales_by_category_country(facts, products, customers),
-        "product_cost_history": g.product_cost_history(products),
-    }
 
 
 def publish_views(store: TableStore, settings: Settings) -> None:
     """On Unity Catalog: ``CREATE OR REPLACE VIEW`` over the gold tables. Locally (no catalog to
-    hold a view): materialise each view as a Delta table of the same name, rewritten every run.
+    hold a view): the same SQL over the local tables, its result stored as a Delta table of the
+    view's name, rewritten every run.
 
     The local views are small aggregates and projections: the engine computes them, the result
     comes back as Arrow and the ``deltalake`` package overwrites the table in this process (one
@@ -242,26 +176,13 @@ def publish_views(store: TableStore, settings: Settings) -> None:
         return
     from deltalake import write_deltalake
 
-    for name, df in view_definitions(store).items():
+    for name, sql in view_sql(settings).items():
         ref = store.ref("gold", name)
         assert ref.path is not None
-        write_deltalake(ref.path, df.toArrow(), mode="overwrite", schema_mode="overwrite")
+        write_deltalake(ref.path, store.spark.sql(sql).toArrow(), mode="overwrite", schema_mode="overwrite")
 
 
 def view_sql(settings: Settings) -> dict[str, str]:
-    """The BI views in SQL (the same logic as the DataFrame transforms), for Unity Catalog."""
-    t = {n: settings.table("gold", n).sql for n in ("dim_products", "dim_customers", "fact_sales")}
-    return {
-        "sales_monthly_by_category_country": f"""
-            SELECT trunc(f.order_date, 'month') AS order_month, coalesce(p.category, 'n/a') AS category,
-                   coalesce(c.country, 'n/a') AS country, count(DISTINCT f.order_number) AS orders,
-                   CAST(sum(f.quantity) AS BIGINT) AS quantity, CAST(sum(f.sales_amount) AS BIGINT) AS sales_amount
-            FROM {t["fact_sales"]} f
-            LEFT JOIN {t["dim_products"]} p ON f.product_key = p.product_key
-            LEFT JOIN {t["dim_customers"]} c ON f.customer_key = c.customer_key
-            WHERE f.order_date IS NOT NULL
-            GROUP BY 1, 2, 3""",
-        "product_cost_history": f"""
-            SELECT product_number, product_name, category, subcategory, cost, valid_from, valid_to, is_current
-            FROM {t["dim_products"]}""",
-    }
+    """Each BI view's SQL (``gold/tables.py``) over this target's gold tables."""
+    tables = {name: settings.table("gold", name).sql for name in GOLD_TABLES}
+    return {name: view.render(tables) for name, view in GOLD_VIEWS.items()}

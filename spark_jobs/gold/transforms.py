@@ -20,13 +20,14 @@ def product_key(prd_key: Column, valid_from: Column) -> Column:
     return F.xxhash64(F.lit("product"), prd_key, valid_from.cast("date"))
 
 
-def build_dim_customers(cust: DataFrame, az12: DataFrame, loc: DataFrame) -> DataFrame:
-    """One row per CRM customer, enriched from ERP on ``cst_key = cid``.
+def build_dim_customers(cust: DataFrame, *, demographics: DataFrame, locations: DataFrame) -> DataFrame:
+    """One row per CRM customer, enriched from ERP on ``cst_key = cid``: ``demographics``
+    (``erp_cust_az12``) and ``locations`` (``erp_loc_a101``).
 
     Gender: CRM unless ``n/a``, then ERP, else ``n/a``. Birthdate and country from ERP.
     """
-    erp = az12.select(F.col("cid").alias("_az_cid"), "bdate", "gen")
-    location = loc.select(F.col("cid").alias("_loc_cid"), "cntry")
+    erp = demographics.select(F.col("cid").alias("_az_cid"), "bdate", "gen")
+    location = locations.select(F.col("cid").alias("_loc_cid"), "cntry")
     gender = F.when(F.col("cst_gndr") != "n/a", F.col("cst_gndr")).otherwise(F.coalesce(F.col("gen"), F.lit("n/a")))
     return (
         cust.join(erp, cust.cst_key == erp._az_cid, "left")
@@ -46,7 +47,7 @@ def build_dim_customers(cust: DataFrame, az12: DataFrame, loc: DataFrame) -> Dat
     )
 
 
-def build_dim_products(versions: DataFrame, categories: DataFrame) -> DataFrame:
+def build_dim_products(versions: DataFrame, *, categories: DataFrame) -> DataFrame:
     """SCD Type 2: one row per product cost version with its validity interval.
 
     ``versions`` must hold every version of each product it contains (silver computes
@@ -70,7 +71,7 @@ def build_dim_products(versions: DataFrame, categories: DataFrame) -> DataFrame:
     )
 
 
-def build_fact_sales(sales: DataFrame, products: DataFrame, customers: DataFrame) -> DataFrame:
+def build_fact_sales(sales: DataFrame, *, products: DataFrame, customers: DataFrame) -> DataFrame:
     """One row per sales line, linked to the customer and to the product version valid on the order
     date. An order dated before the product's first version, or without a valid order date, is
     linked to the earliest version and flagged ``product_version_fallback``; an unknown product or
@@ -112,32 +113,4 @@ def build_fact_sales(sales: DataFrame, products: DataFrame, customers: DataFrame
         F.col("sls_quantity").alias("quantity"),
         F.col("sls_price").alias("price"),
         (~exact & F.col("_first_pk").isNotNull()).alias("product_version_fallback"),
-    )
-
-
-def monthly_sales_by_category_country(facts: DataFrame, products: DataFrame, customers: DataFrame) -> DataFrame:
-    """BI view: sales per order month, product category and customer country."""
-    p = products.select(F.col("product_key").alias("_pk"), F.coalesce("category", F.lit("n/a")).alias("category"))
-    c = customers.select(F.col("customer_key").alias("_ck"), "country")
-    return (
-        facts.filter(F.col("order_date").isNotNull())
-        .join(p, facts.product_key == p._pk, "left")
-        .join(c, facts.customer_key == c._ck, "left")
-        .groupBy(
-            F.trunc("order_date", "month").alias("order_month"),
-            F.coalesce("category", F.lit("n/a")).alias("category"),
-            F.coalesce("country", F.lit("n/a")).alias("country"),
-        )
-        .agg(
-            F.countDistinct("order_number").alias("orders"),
-            F.sum("quantity").cast("bigint").alias("quantity"),
-            F.sum("sales_amount").cast("bigint").alias("sales_amount"),
-        )
-    )
-
-
-def product_cost_history(products: DataFrame) -> DataFrame:
-    """BI view: every cost version of every product, oldest first."""
-    return products.select(
-        "product_number", "product_name", "category", "subcategory", "cost", "valid_from", "valid_to", "is_current"
     )

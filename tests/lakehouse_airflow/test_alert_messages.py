@@ -14,7 +14,7 @@ from lakehouse_airflow.alerts.messages import (
 )
 
 DQ_ERROR = (
-    "Traceback (most recent call last):\n  ...\nspark_jobs.dq.DataQualityError: data quality check failed for "
+    "Traceback (most recent call last):\n  ...\nspark_jobs.dq.DataQualityError: [LAKEHOUSE_DQ_FAILED] data quality check failed for "
     "crm_sales_details: expectation 'sales_equals_quantity_times_price' [quarantine] failed on 2 of 20 rows "
     "(limit 5.00%): sales = quantity x price after repair; sample keys: SO90/BK-1 (line 20)\n"
     "crm_sales_details: 20 rows in\n  [quarantine] sales_equals_quantity_times_price: 2 violations (10.00%)  BREACHED"
@@ -167,3 +167,28 @@ def test_redaction_keeps_ordinary_text():
     assert redact("http://127.0.0.1:8765/api/2.1/jobs/runs/get?run_id=3") == (
         "http://127.0.0.1:8765/api/2.1/jobs/runs/get?run_id=3"
     )
+
+
+def test_every_named_job_error_has_a_likely_cause():
+    """The codes of ``spark_jobs.errors`` are the contract: a new named error needs a cause here."""
+    from lakehouse_airflow.alerts.messages import JOB_CAUSES
+
+    from spark_jobs.errors import named_errors
+
+    codes = {cls.code for cls in named_errors()}
+    assert codes == set(JOB_CAUSES)
+    for cls in named_errors():
+        error = f"{cls.__name__}: {cls('wording that may change')}"
+        assert likely_cause(failed(error=error)) == JOB_CAUSES[cls.code], cls
+
+
+def test_likely_cause_keys_off_the_code_not_the_wording():
+    from spark_jobs.errors import DataQualityError, HeaderMismatchError
+
+    reworded = f"DataQualityError: {DataQualityError('expectations breached on crm_sales_details')}"
+    assert likely_cause(failed(error=reworded)) == "a data-quality expectation failed: see the summary below"
+    assert "Data quality:\nexpectations breached on crm_sales_details" in text_body(failed(error=reworded))
+    # English that once matched, without the code, names no job cause
+    assert likely_cause(failed(error="RuntimeError: data quality check failed (a user's own job)")) is None
+    mismatch = f"HeaderMismatchError: {HeaderMismatchError('cust_info.csv: columns changed')}"
+    assert likely_cause(failed(error=mismatch)) == "an export file changed its columns (header mismatch)"

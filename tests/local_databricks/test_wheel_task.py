@@ -56,7 +56,7 @@ def test_a_failed_expectation_fails_the_wheel_task_and_get_output_names_it(hook,
     outputs = task_outputs(hook, run_id)
     assert "error" not in outputs["bronze"]
     error = outputs["silver"]["error"]
-    assert error.startswith("DataQualityError: data quality check failed for crm_sales_details")
+    assert error.startswith("DataQualityError: [LAKEHOUSE_DQ_FAILED] data quality check failed for crm_sales_details")
     assert "sales_equals_quantity_times_price" in error
     assert "Traceback (most recent call last)" in outputs["silver"]["error_trace"]
     assert "raise" in outputs["silver"]["error_trace"]  # the job's own frames, not a scraped log line

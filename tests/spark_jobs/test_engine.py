@@ -5,7 +5,8 @@ import sys
 
 import pytest
 
-from spark_jobs.engine import EngineUnavailableError, supports_delta
+from spark_jobs.engine import supports_delta
+from spark_jobs.errors import EngineUnavailableError
 from spark_jobs.settings import Engine
 from spark_jobs.tables import TableStore
 

@@ -5,7 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from spark_jobs.settings import REPO_ROOT, Engine, Overrides, Settings, SettingsError
+from spark_jobs.errors import SettingsError
+from spark_jobs.settings import REPO_ROOT, Engine, Overrides, Settings
 
 
 def test_local_defaults_are_git_ignored_folders_in_the_repo():

@@ -204,7 +204,8 @@ def test_a_local_table_held_by_another_writer_is_waited_for_then_refused_by_name
     import subprocess
     import sys
 
-    from spark_jobs.table_locks import TableBusyError, lock_path
+    from spark_jobs.errors import TableBusyError
+    from spark_jobs.table_locks import lock_path
 
     store = TableStore(spark, settings, lock_timeout_seconds=0.5)
     ref = settings.table("bronze", "t")

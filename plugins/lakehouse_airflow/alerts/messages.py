@@ -94,32 +94,52 @@ def error_excerpt(error: str | None, max_lines: int = MAX_ERROR_LINES) -> str | 
     return "\n".join(excerpt)
 
 
+# The jobs' named errors start their text with ``[LAKEHOUSE_<CODE>]`` (``spark_jobs.errors``): the
+# likely cause is looked up by that code, never by the English of the message.
+_CODE = re.compile(r"\[(LAKEHOUSE_[A-Z_]+)\] ?")
+DQ_FAILED = "LAKEHOUSE_DQ_FAILED"
+JOB_CAUSES: dict[str, str] = {
+    DQ_FAILED: "a data-quality expectation failed: see the summary below",
+    "LAKEHOUSE_HEADER_MISMATCH": "an export file changed its columns (header mismatch)",
+    "LAKEHOUSE_ROWS_NOT_CONSERVED": (
+        "silver would lose rows of the batch (nothing was written): a pipeline bug, report it"
+    ),
+    "LAKEHOUSE_EMPTY_REDELIVERY": "an empty or header-only file was re-delivered for a day that had data "
+    "(a broken export?); fix the export, or re-run with --allow-empty-redelivery",
+    "LAKEHOUSE_SCHEMA_MISMATCH": "a table's schema differs from what the job writes (a migration is missing)",
+    "LAKEHOUSE_TABLE_NOT_FOUND": "an upstream table was never written: run the layers in order",
+    "LAKEHOUSE_TABLE_BUSY": "another run is still writing the same tables (a run that outlived its task?)",
+    "LAKEHOUSE_INVALID_SETTING": "a job setting or parameter is missing or invalid: see the error",
+    "LAKEHOUSE_ENGINE_UNAVAILABLE": "the Spark engine cannot run the job here (Delta or Spark Connect missing)",
+}
+# Failures outside the jobs, named by Databricks, the provider or Airflow.
+_PLATFORM_CAUSES = (
+    ("TIMEDOUT", "the Databricks run timed out"),
+    ("timed out", "timeout"),
+    ("AirflowTaskTimeout", "the Airflow task hit its execution_timeout; the Databricks run was cancelled"),
+    ("INTERNAL_ERROR", "cluster or Databricks API error"),
+    ("API requests to Databricks failed", "Databricks API unreachable or rejecting requests"),
+    ("401", "Databricks credentials rejected (401)"),
+    ("403", "Databricks permission denied (403)"),
+)
+
+
 def dq_summary(error: str | None) -> str | None:
     """The data-quality block that a failed expectation puts in the job's error, if any."""
-    if not error or "data quality check failed" not in error:
+    match = next((m for m in _CODE.finditer(error or "") if m.group(1) == DQ_FAILED), None)
+    if error is None or match is None:
         return None
-    start = error.index("data quality check failed")
-    return redact(error[start:]).strip()
+    return redact(error[match.end() :]).strip()
 
 
 def likely_cause(facts: AlertFacts) -> str | None:
     if facts.kind is Kind.RECOVERED:
         return None
     text = (facts.error or "") + " " + (facts.detail or "")
-    checks = [
-        ("data quality check failed", "a data-quality expectation failed: see the summary below"),
-        ("HeaderMismatchError", "an export file changed its columns (header mismatch)"),
-        ("header does not match", "an export file changed its columns (header mismatch)"),
-        ("ConservationError", "silver would lose rows of the batch (nothing was written): a pipeline bug, report it"),
-        ("TIMEDOUT", "the Databricks run timed out"),
-        ("timed out", "timeout"),
-        ("AirflowTaskTimeout", "the Airflow task hit its execution_timeout; the Databricks run was cancelled"),
-        ("INTERNAL_ERROR", "cluster or Databricks API error"),
-        ("API requests to Databricks failed", "Databricks API unreachable or rejecting requests"),
-        ("401", "Databricks credentials rejected (401)"),
-        ("403", "Databricks permission denied (403)"),
-    ]
-    for needle, cause in checks:
+    for match in _CODE.finditer(text):
+        if match.group(1) in JOB_CAUSES:
+            return JOB_CAUSES[match.group(1)]
+    for needle, cause in _PLATFORM_CAUSES:
         if needle in text:
             return cause
     if facts.kind is Kind.DEADLINE:

@@ -29,7 +29,9 @@ def test_dim_customers_takes_gender_from_erp_only_when_crm_has_none(spark):
         [("AW1", date(1970, 1, 1), "Female"), ("AW2", date(1980, 1, 1), "Female")], "cid string, bdate date, gen string"
     )
     loc = spark.createDataFrame([("AW1", "Germany")], "cid string, cntry string")
-    got = g.build_dim_customers(cust, az12, loc).select("customer_id", "gender", "birthdate", "country")
+    got = g.build_dim_customers(cust, demographics=az12, locations=loc).select(
+        "customer_id", "gender", "birthdate", "country"
+    )
     expected = spark.createDataFrame(
         [(1, "Male", date(1970, 1, 1), "Germany"), (2, "Female", date(1980, 1, 1), "n/a"), (3, "n/a", None, "n/a")],
         "customer_id int, gender string, birthdate date, country string",
@@ -51,7 +53,7 @@ def test_dim_products_is_scd2_with_categories_and_unmatched_kept(spark):
     cats = spark.createDataFrame(
         [("CO_RF", "Components", "Road Frames", "Yes")], "id string, cat string, subcat string, maintenance string"
     )
-    got = g.build_dim_products(_versions(spark), cats).select(
+    got = g.build_dim_products(_versions(spark), categories=cats).select(
         "product_id", "category", "cost", "valid_from", "valid_to", "is_current"
     )
     expected = spark.createDataFrame(
@@ -65,7 +67,7 @@ def test_dim_products_is_scd2_with_categories_and_unmatched_kept(spark):
 
 def test_fact_links_the_version_valid_on_the_order_date_or_falls_back_to_the_earliest(spark):
     cats = spark.createDataFrame([], "id string, cat string, subcat string, maintenance string")
-    products = g.build_dim_products(_versions(spark), cats)
+    products = g.build_dim_products(_versions(spark), categories=cats)
     customers = spark.createDataFrame([(1, 101)], "customer_id int, customer_key long")
     sales = spark.createDataFrame(
         [("SO1", "FR-1", 1, date(2011, 8, 1)), ("SO2", "FR-1", 1, date(2013, 1, 1)), ("SO3", "FR-1", 1, date(2010, 1, 1)),
@@ -74,7 +76,7 @@ def test_fact_links_the_version_valid_on_the_order_date_or_falls_back_to_the_ear
     ).select("*", *[F.lit(None).cast(t).alias(c) for c, t in [("sls_ship_dt", "date"), ("sls_due_dt", "date"),
              ("sls_sales", "bigint"), ("sls_quantity", "int"), ("sls_price", "bigint")]])  # fmt: skip
     keys = {r["product_id"]: r["product_key"] for r in products.collect()}
-    got = g.build_fact_sales(sales, products, customers).select(
+    got = g.build_fact_sales(sales, products=products, customers=customers).select(
         "order_number", "product_key", "customer_key", "product_version_fallback"
     )
     expected = spark.createDataFrame(
