@@ -214,10 +214,10 @@ def summary(table: str, rows_in: int, results: Sequence[ExpectationResult]) -> s
 
 def raise_if_breached(
     table: str,
+    *,
     rows_in: int,
     results: Sequence[ExpectationResult],
     samples: dict[str, list[str]],
-    *,
     enforce: bool = True,
 ) -> None:
     """Raise :class:`DataQualityError` for breached expectations (with ``enforce=False``: log it)."""

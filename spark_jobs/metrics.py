@@ -10,7 +10,7 @@ from spark_jobs.tables import TableStore
 METRICS_TABLE = "dq_metrics"
 
 
-def write_metrics(store: TableStore, layer: str, run_date: date, rows: list[tuple[object, ...]]) -> None:
+def write_metrics(store: TableStore, *, layer: str, run_date: date, rows: list[tuple[object, ...]]) -> None:
     """Replace the run date's slice of ``<layer>.dq_metrics`` for the tables in ``rows``."""
     if not rows:
         return

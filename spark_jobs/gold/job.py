@@ -78,7 +78,11 @@ class _Gold:
         if breached:
             samples = dq.sample_keys(checked, keys, breached)
             dq.raise_if_breached(
-                f"gold.{name}", counts.rows_in, counts.results, samples, enforce=self.store.settings.dq_enforce
+                f"gold.{name}",
+                rows_in=counts.rows_in,
+                results=counts.results,
+                samples=samples,
+                enforce=self.store.settings.dq_enforce,
             )
         target = self.store.ref("gold", name)
         if rebuild:
@@ -103,7 +107,7 @@ def run_gold(spark: SparkSession, settings: Settings, run_date: date) -> list[Go
         try:
             results = _build(job, run_date, rebuild=rerun)
         finally:
-            write_metrics(job.store, "gold", run_date, job.metrics)
+            write_metrics(job.store, layer="gold", run_date=run_date, rows=job.metrics)
         publish_views(job.store, settings)
     for result in results:
         log.info("gold %s", result)

@@ -98,7 +98,7 @@ def plan_merge(
     contenders = rows.unionByName(others.select(*rows.columns))
     if earlier is not None:
         contenders = contenders.unionByName(earlier.select(*rows.columns))
-    final = contenders.transform(latest_per_key(spec.keys, spec.recency))
+    final = contenders.transform(latest_per_key(keys=spec.keys, recency=spec.recency))
     if spec.versioned:
         final = final.transform(with_version_end_dates)
     final = final.select(*candidates.columns)
@@ -154,9 +154,12 @@ def run_silver_table(
     if breached and store.settings.dq_enforce:  # record what was seen, then fail before anything is written
         record(results, written=0, superseded=0)
         dq.raise_if_breached(
-            spec.name, counts.rows_in, results, dq.sample_keys(checked, spec.keys, breached, line_column="_line_number")
+            spec.name,
+            rows_in=counts.rows_in,
+            results=results,
+            samples=dq.sample_keys(checked, spec.keys, breached, line_column="_line_number"),
         )
-    dq.raise_if_breached(spec.name, counts.rows_in, results, {}, enforce=False)
+    dq.raise_if_breached(spec.name, rows_in=counts.rows_in, results=results, samples={}, enforce=False)
 
     rejected = checked.filter(dq.is_quarantined()).select(
         f"{RAW}.*", *LINEAGE, F.array_join(dq.QUARANTINE_REASONS, "; ").alias("_reasons")
@@ -169,7 +172,7 @@ def run_silver_table(
     # the earlier one, so the keys only the earlier one had fall back to other batches' rows.
     redelivered = exists and not store.slice_is_empty(target, where)
     if counts.rows_in > counts.quarantined or redelivered or not exists:
-        candidates = good.transform(latest_per_key(spec.keys, spec.recency))
+        candidates = good.transform(latest_per_key(keys=spec.keys, recency=spec.recency))
         if spec.versioned:
             candidates = candidates.withColumn("prd_end_dt", F.lit(None).cast("date"))
         stored = store.read(target) if exists else None
@@ -188,12 +191,12 @@ def run_silver_table(
                 record(results, written=0, superseded=0)
                 dq.raise_if_breached(
                     spec.name,
-                    out.rows_in,
-                    out.results,
-                    dq.sample_keys(out_checked, spec.keys, out.results, line_column="_line_number"),
+                    rows_in=out.rows_in,
+                    results=out.results,
+                    samples=dq.sample_keys(out_checked, spec.keys, out.results, line_column="_line_number"),
                 )
         # The conservation law, on the planned state: checked before anything is committed.
-        written, superseded = _written_and_superseded(good, source, spec, where)
+        written, superseded = _written_and_superseded(good, planned=source, spec=spec, where=where)
         if counts.rows_in != written + counts.quarantined + superseded:
             record(results, written=written, superseded=superseded)
             raise ConservationError(
@@ -230,7 +233,7 @@ def run_silver_table(
     return result
 
 
-def _written_and_superseded(good: DataFrame, planned: DataFrame, spec: SilverTable, where: str) -> tuple[int, int]:
+def _written_and_superseded(good: DataFrame, *, planned: DataFrame, spec: SilverTable, where: str) -> tuple[int, int]:
     """From the planned final rows of the batch's keys, in one query: rows of the batch that will be
     in the table, and rows of the batch that passed the checks but whose key will hold another
     (more recent) version.
@@ -256,7 +259,7 @@ def _earlier_rows(
     others = bronze.filter(~F.expr(where)).transform(spec.clean)
     checked = others.join(keys, list(spec.keys), "left_semi").transform(dq.check(expectations))
     good = dq.drop_checks(checked.filter(~dq.is_quarantined())).drop(RAW)
-    rows = good.transform(latest_per_key(spec.keys, spec.recency))
+    rows = good.transform(latest_per_key(keys=spec.keys, recency=spec.recency))
     return rows.withColumn("prd_end_dt", F.lit(None).cast("date")) if spec.versioned else rows
 
 
@@ -282,5 +285,5 @@ def run_silver(
             for write in writes:
                 write()
         finally:
-            write_metrics(store, "silver", run_date, metrics)
+            write_metrics(store, layer="silver", run_date=run_date, rows=metrics)
     return results

@@ -145,7 +145,7 @@ def clean_erp_px_cat_g1v2(bronze: DataFrame) -> DataFrame:
     return _with_raw(bronze, "erp_px_cat_g1v2", *[_text(c).alias(c) for c in columns])
 
 
-def latest_per_key(keys: tuple[str, ...], recency: tuple[str, ...]) -> Callable[[DataFrame], DataFrame]:
+def latest_per_key(*, keys: tuple[str, ...], recency: tuple[str, ...]) -> Callable[[DataFrame], DataFrame]:
     """Keep the most recent row per key (``recency``: SQL expressions, greatest = newest).
 
     Duplicates are rare, so only the rows whose key occurs more than once go through the ranking

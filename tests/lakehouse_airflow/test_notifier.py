@@ -43,7 +43,7 @@ def receivers(airflow_db, alert_connections):
 
     def clear() -> None:
         for batch in ("2024-01-15", "2024-01-16"):
-            Variable.delete(runstate._key(DAG, batch))
+            Variable.delete(runstate._key(dag_id=DAG, batch=batch))
 
     clear()
     yield alert_connections
@@ -58,7 +58,7 @@ def test_a_failed_run_opens_an_incident_that_its_batch_closes_once(receivers):
     smtp, slack = receivers
     fail("2024-01-15")
     fail("2024-01-15")  # the re-run fails too: still one incident, since the first failure
-    since = runstate.get_incident(DAG, "2024-01-15")["since"]
+    since = runstate.get_incident(dag_id=DAG, batch="2024-01-15")["since"]
     succeed("2024-01-15")
     succeed("2024-01-15")  # a success after a success says nothing
     assert subjects(smtp) == [
@@ -69,7 +69,7 @@ def test_a_failed_run_opens_an_incident_that_its_batch_closes_once(receivers):
     assert len(slack.posts) == 3
     body = smtp.messages[2].get_payload()[0].get_payload(decode=True).decode()
     assert f"batch 2024-01-15 succeeded again; it had been failing since {since}" in body
-    assert runstate.get_incident(DAG, "2024-01-15") is None
+    assert runstate.get_incident(dag_id=DAG, batch="2024-01-15") is None
 
 
 def test_another_batch_succeeding_does_not_close_the_incident(receivers):
@@ -77,7 +77,7 @@ def test_another_batch_succeeding_does_not_close_the_incident(receivers):
     fail("2024-01-15")
     succeed("2024-01-16")  # the next day works; 2024-01-15 is still missing
     assert subjects(smtp) == [f"DAG FAILED {DAG} 2024-01-15"]
-    assert runstate.get_incident(DAG, "2024-01-15") is not None
+    assert runstate.get_incident(dag_id=DAG, batch="2024-01-15") is not None
 
 
 def test_recovery_messages_can_be_switched_off(receivers, monkeypatch):
@@ -86,14 +86,14 @@ def test_recovery_messages_can_be_switched_off(receivers, monkeypatch):
     fail("2024-01-15")
     succeed("2024-01-15")
     assert subjects(smtp) == [f"DAG FAILED {DAG} 2024-01-15"]
-    assert runstate.get_incident(DAG, "2024-01-15") is None  # closed all the same
+    assert runstate.get_incident(dag_id=DAG, batch="2024-01-15") is None  # closed all the same
 
 
 def test_an_unreadable_incident_record_still_recovers(receivers):
     from airflow.models.variable import Variable
 
     smtp, _slack = receivers
-    Variable.set(runstate._key(DAG, "2024-01-15"), "{not json")
+    Variable.set(runstate._key(dag_id=DAG, batch="2024-01-15"), "{not json")
     succeed("2024-01-15")
     assert subjects(smtp) == [f"RECOVERED {DAG} 2024-01-15"]
 

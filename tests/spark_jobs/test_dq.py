@@ -39,7 +39,9 @@ def test_thresholds_and_fail_actions_raise_with_a_summary(spark):
     rows_in, results = counts.rows_in, counts.results
     assert [r.breached for r in results] == [False, False, False, True]
     with pytest.raises(dq.DataQualityError) as excinfo:
-        dq.raise_if_breached("silver.t", rows_in, results, {"id_small": ["4 (line 5)", "5 (line 6)"]})
+        dq.raise_if_breached(
+            "silver.t", rows_in=rows_in, results=results, samples={"id_small": ["4 (line 5)", "5 (line 6)"]}
+        )
     message = str(excinfo.value)
     assert (
         "expectation 'id_small' [fail] failed on 3 of 5 rows: ids below 4; sample keys: 4 (line 5), 5 (line 6)"

@@ -6,20 +6,16 @@ from pathlib import Path
 import pytest
 from pyspark.sql.types import IntegerType, LongType, StringType, StructField, StructType
 
-from spark_jobs.tables import (
-    MergeEffect,
-    SchemaMismatchError,
-    TableStore,
-    batch_predicate,
-    merge_effect,
-    schema_differences,
-)
+from spark_jobs import local_upkeep
+from spark_jobs.errors import SchemaMismatchError
+from spark_jobs.tables import TableStore, batch_predicate, schema_differences
+from spark_jobs.write_plan import MergeEffect, merge_effect
 
 
 def test_schema_differences_name_missing_extra_and_retyped_columns():
     table = StructType([StructField("id", LongType()), StructField("name", StringType())])
     df = StructType([StructField("ID", IntegerType()), StructField("nick", StringType())])
-    assert schema_differences(table, df) == [
+    assert schema_differences(expected=table, actual=df) == [
         "missing columns ['name']",
         "unexpected columns ['nick']",
         "column 'id' is int, table has bigint",
@@ -99,7 +95,7 @@ def test_merge_gives_the_same_table_as_sql_merge_on_every_path(spark, settings, 
         else:
             inserts, matched, updates, slices = effect
             assert merge_effect(
-                df, store.read(ref), keys=("id",), update_when=newer, slice_column=slice_column
+                df, stored=store.read(ref), keys=("id",), update_when=newer, slice_column=slice_column
             ) == MergeEffect(inserts, matched, updates, slices if slice_column else None), i
             df.createOrReplaceTempView("batch")
             spark.sql(
@@ -126,7 +122,7 @@ def test_merged_table_over_the_file_limit_is_compacted_with_the_same_rows(spark,
     files = DeltaTable(ref.path).file_uris()
     assert len(files) == 1  # 4 files after the last append: rewritten as one
     assert sorted(tuple(r) for r in store.read(ref).collect()) == [(0, "n0"), (1, "n1"), (2, "n2"), (3, "n3")]
-    assert not store.compact(ref)  # under the limit: left as it is
+    assert not local_upkeep.compact(ref.path, above_files=3)  # under the limit: left as it is
     assert DeltaTable(ref.path).file_uris() == files
 
 
@@ -151,7 +147,7 @@ def test_local_tables_get_a_checkpoint_every_n_commits_and_stay_correct(spark, s
     )
     store.merge(spark.createDataFrame([(11, days[1])], "id long, _batch_date date"), ref, keys=("id",))
     assert sorted(r.id for r in store.read(ref).collect()) == [1, 2, 3, 4, 5, 6, 10, 11]
-    assert not store.checkpoint_if_due(ref)  # version 8: two commits since the last checkpoint
+    assert not local_upkeep.checkpoint_if_due(ref.path, every=3)  # version 8: two commits since the last checkpoint
     # every version stays readable (deltalake); the engine reads those it can (see the next test)
     for version in range(7):
         ids = DeltaTable(ref.path, version=version).to_pyarrow_table().column("id").to_pylist()
@@ -194,9 +190,9 @@ def test_slice_and_schema_from_the_delta_log_agree_with_the_engine(spark, settin
             "true",
         ]
         for where in wheres:
-            stored_schema, empty = store._stored_state(ref, where)
+            stored_schema, empty = store.home.stored_state(ref, where)
             assert empty == (store.read(ref).filter(where).count() == 0), (ref, where)
-            assert schema_differences(store.read(ref).schema, stored_schema) == [], ref
+            assert schema_differences(expected=store.read(ref).schema, actual=stored_schema) == [], ref
 
 
 @pytest.mark.delta

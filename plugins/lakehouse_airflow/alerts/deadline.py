@@ -66,7 +66,7 @@ def deadline_facts(context: dict[str, Any], *, task_states: dict[str, str], env:
         batch_date=batch_label(run.get("conf"), _when(run.get("logical_date")), run_after),
         running_tasks=runstate.tasks_in(task_states, runstate.RUNNING),
         failed_tasks=runstate.tasks_in(task_states, runstate.FAILED),
-        airflow_run_url=runstate.airflow_run_url(run["dag_id"], run["dag_run_id"]),
+        airflow_run_url=runstate.airflow_run_url(dag_id=run["dag_id"], run_id=run["dag_run_id"]),
         detail=detail,
         extra={"Run state": state, **({"Not started yet": waiting} if waiting else {})},
     )
@@ -75,7 +75,7 @@ def deadline_facts(context: dict[str, Any], *, task_states: dict[str, str], env:
 def _handle_miss(context: dict[str, Any]) -> str:
     run = context["dag_run"]
     try:
-        states = runstate.task_states(run["dag_id"], run["dag_run_id"])
+        states = runstate.task_states(dag_id=run["dag_id"], run_id=run["dag_run_id"])
     except Exception as exc:  # the alert matters more than the detail
         log.warning("could not read the task states of %s: %s", run.get("dag_run_id"), exc)
         states = {}

@@ -86,7 +86,7 @@ def facts_from_context(context: Any, kind: Kind, *, env: str | None = None) -> A
         duration_seconds=_seconds_since(getattr(ti, "start_date", None)),
         run_page_url=ti.xcom_pull(task_ids=ti.task_id, key="run_page_url"),
         log_url=getattr(ti, "log_url", None),
-        airflow_run_url=runstate.airflow_run_url(dag_run.dag_id, dag_run.run_id),
+        airflow_run_url=runstate.airflow_run_url(dag_id=dag_run.dag_id, run_id=dag_run.run_id),
         error=error,
     )
 
@@ -107,7 +107,7 @@ def dag_run_facts(context: Any, kind: Kind, *, env: str | None = None) -> AlertF
     """
     dag_run = context.get("dag_run")
     dag_id, run_id = _ids(context)
-    states = runstate.task_states(dag_id, run_id) if kind is Kind.DAG_FAILED else {}
+    states = runstate.task_states(dag_id=dag_id, run_id=run_id) if kind is Kind.DAG_FAILED else {}
     failed = runstate.tasks_in(states, runstate.FAILED)
     ti = context.get("ti")
     return AlertFacts(
@@ -119,7 +119,7 @@ def dag_run_facts(context: Any, kind: Kind, *, env: str | None = None) -> AlertF
         failed_tasks=failed,
         skipped_tasks=runstate.tasks_in(states, runstate.NOT_RUN),
         log_url=getattr(ti, "log_url", None) if ti is not None and ti.task_id in failed else None,
-        airflow_run_url=runstate.airflow_run_url(dag_id, run_id),
+        airflow_run_url=runstate.airflow_run_url(dag_id=dag_id, run_id=run_id),
         detail=f"run {run_id} ended: {context.get('reason') or kind.value.lower()}",
     )
 
@@ -130,7 +130,7 @@ def fallback_facts(context: Any, kind: Kind, exc: Exception, *, env: str) -> Ale
     so this reads no settings and cannot fail on them."""
     try:
         dag_id, run_id = _ids(context)
-        url: str | None = runstate.airflow_run_url(dag_id, run_id)
+        url: str | None = runstate.airflow_run_url(dag_id=dag_id, run_id=run_id)
     except Exception:
         dag_id, url = "unknown DAG", None
     ti = context.get("ti")
@@ -149,10 +149,10 @@ def fallback_facts(context: Any, kind: Kind, exc: Exception, *, env: str) -> Ale
 def _recovery(facts: AlertFacts, config: AlertConfig) -> AlertFacts | None:
     """The "recovered" alert if this batch had an open incident (closing it), else None."""
     try:
-        incident = runstate.get_incident(facts.dag_id, facts.batch_date)
+        incident = runstate.get_incident(dag_id=facts.dag_id, batch=facts.batch_date)
         if incident is None:  # a success after a success: nothing to say
             return None
-        runstate.close_incident(facts.dag_id, facts.batch_date)
+        runstate.close_incident(dag_id=facts.dag_id, batch=facts.batch_date)
     except Exception:
         log.exception("could not read or close the alert incident of %s %s", facts.dag_id, facts.batch_date)
         return None
@@ -169,7 +169,9 @@ def _open_incident(facts: AlertFacts) -> None:
     since = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     try:
         runstate.open_incident(
-            facts.dag_id, facts.batch_date, {"failed_tasks": list(facts.failed_tasks), "since": since}
+            dag_id=facts.dag_id,
+            batch=facts.batch_date,
+            incident={"failed_tasks": list(facts.failed_tasks), "since": since},
         )
     except Exception:
         log.exception("could not record the alert incident of %s %s", facts.dag_id, facts.batch_date)

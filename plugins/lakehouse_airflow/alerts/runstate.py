@@ -39,7 +39,7 @@ def _supervised() -> bool:
     return getattr(task_runner, "SUPERVISOR_COMMS", None) is not None
 
 
-def airflow_run_url(dag_id: str, run_id: str) -> str:
+def airflow_run_url(*, dag_id: str, run_id: str) -> str:
     """The DAG run's page in the Airflow UI (``[api] base_url``, as the task log links use)."""
     from airflow.sdk.configuration import conf
 
@@ -47,7 +47,7 @@ def airflow_run_url(dag_id: str, run_id: str) -> str:
     return f"{base_url.rstrip('/')}/dags/{dag_id}/runs/{quote(run_id)}"
 
 
-def task_states(dag_id: str, run_id: str) -> dict[str, str]:
+def task_states(*, dag_id: str, run_id: str) -> dict[str, str]:
     """``{task_id: state}`` of one DAG run (state ``"none"`` for a task that never got one)."""
     if _supervised():
         from airflow.sdk.execution_time.task_runner import RuntimeTaskInstance
@@ -66,38 +66,40 @@ def task_states(dag_id: str, run_id: str) -> dict[str, str]:
     return {task: str(getattr(state, "value", state) or "none") for task, state in states.items()}
 
 
-def _key(dag_id: str, batch: str) -> str:
+def _key(*, dag_id: str, batch: str) -> str:
     return f"{INCIDENT_PREFIX}{dag_id}.{batch}"
 
 
-def open_incident(dag_id: str, batch: str, incident: dict[str, Any]) -> None:
+def open_incident(*, dag_id: str, batch: str, incident: dict[str, Any]) -> None:
     """Remember that ``batch`` of ``dag_id`` failed (keeps the first failure's ``since`` while it stays open).
 
     One Variable per batch: runs of different batches (a backfill) never write the same key."""
-    previous = get_incident(dag_id, batch)
+    previous = get_incident(dag_id=dag_id, batch=batch)
     if previous and previous.get("since"):
         incident = {**incident, "since": previous["since"]}
     value = json.dumps(incident, sort_keys=True)
     if _supervised():
         from airflow.sdk import Variable
 
-        Variable.set(_key(dag_id, batch), value, description="open lakehouse alert incident (closed by a success)")
+        Variable.set(
+            _key(dag_id=dag_id, batch=batch), value, description="open lakehouse alert incident (closed by a success)"
+        )
     else:
         from airflow.models.variable import Variable as VariableModel
 
-        VariableModel.set(_key(dag_id, batch), value)
+        VariableModel.set(_key(dag_id=dag_id, batch=batch), value)
 
 
-def get_incident(dag_id: str, batch: str) -> dict[str, Any] | None:
+def get_incident(*, dag_id: str, batch: str) -> dict[str, Any] | None:
     """The open incident of a batch; an unreadable one counts as open (with what is known)."""
     if _supervised():
         from airflow.sdk import Variable
 
-        value = Variable.get(_key(dag_id, batch), default=None)
+        value = Variable.get(_key(dag_id=dag_id, batch=batch), default=None)
     else:
         from airflow.models.variable import Variable as VariableModel
 
-        value = VariableModel.get(_key(dag_id, batch), default_var=None)
+        value = VariableModel.get(_key(dag_id=dag_id, batch=batch), default_var=None)
     if not value:
         return None
     try:
@@ -107,12 +109,12 @@ def get_incident(dag_id: str, batch: str) -> dict[str, Any] | None:
     return incident if isinstance(incident, dict) else {"note": f"unreadable incident record {value!r:.200}"}
 
 
-def close_incident(dag_id: str, batch: str) -> None:
+def close_incident(*, dag_id: str, batch: str) -> None:
     if _supervised():
         from airflow.sdk import Variable
 
-        Variable.delete(_key(dag_id, batch))
+        Variable.delete(_key(dag_id=dag_id, batch=batch))
     else:
         from airflow.models.variable import Variable as VariableModel
 
-        VariableModel.delete(_key(dag_id, batch))
+        VariableModel.delete(_key(dag_id=dag_id, batch=batch))

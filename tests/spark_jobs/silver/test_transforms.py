@@ -175,6 +175,6 @@ def test_latest_per_key_keeps_the_newest_version_s2(spark):
         "cst_id int, cst_create_date date, _batch_date date, _line_number long",
     )  # fmt: skip
     recency = ("coalesce({a}cst_create_date, DATE'0001-01-01')", "{a}_batch_date", "{a}_line_number")
-    got = df.transform(t.latest_per_key(("cst_id",), recency)).select("cst_id", "_line_number")
+    got = df.transform(t.latest_per_key(keys=("cst_id",), recency=recency)).select("cst_id", "_line_number")
     expected = spark.createDataFrame([(1, 3), (2, 4)], "cst_id int, _line_number long")
     assert_df_equality(got, expected, ignore_row_order=True, ignore_nullable=True)

@@ -1,0 +1,133 @@
+"""Where tables live: local Delta folders or Unity Catalog, behind one small interface.
+
+``TableStore`` talks to a :class:`TableHome` chosen once from the settings (``home_for``) and never
+asks which kind it has. The two differ in how a table is found, read and saved, who answers
+questions about its state (the local Delta log in this process, or the engine), who does its upkeep
+and whether a write may append without reading the table:
+
+* a local table is written under its lock file (``table_locks``), so an append decided from a read
+  of its log is safe: it may be blind-appended to;
+* a catalog table (Databricks) has no lock to take: every write is a ``replaceWhere`` over its slice
+  or a ``MERGE``, which read what they replace, so Delta's optimistic concurrency fails the second
+  of two concurrent writers (``ConcurrentAppendException``) instead of letting both add the same
+  rows; a re-run then converges.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+from spark_jobs import local_upkeep
+from spark_jobs.errors import TableNotFoundError
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame, DataFrameWriter, SparkSession
+    from pyspark.sql.types import StructType
+
+    from spark_jobs.settings import Settings, TableRef
+
+
+class TableHome(Protocol):
+    # Whether a write that only adds rows may append without reading the table (see the module).
+    blind_appends: bool
+
+    def lock_path(self, table: TableRef) -> str | None:
+        """The path of the table's writer lock, if its home has locks."""
+
+    def exists(self, table: TableRef) -> bool: ...
+
+    def read(self, table: TableRef) -> DataFrame: ...
+
+    def stored_state(self, table: TableRef, where: str | None = None) -> tuple[StructType, bool]:
+        """The schema of the existing table and whether no row matches ``where`` (None: not asked)."""
+
+    def save(self, writer: DataFrameWriter, table: TableRef) -> None:
+        """Commit ``writer`` to the table (and do the upkeep a commit makes due)."""
+
+    def after_rewrite(self, table: TableRef) -> None:
+        """Upkeep after a write that added files to a table with history (compaction)."""
+
+
+@dataclass
+class LocalDeltaHome:
+    """Delta folders under ``LAKEHOUSE_ROOT``: locks, log reads and upkeep in this process."""
+
+    spark: SparkSession
+    compact_above_files: int = local_upkeep.COMPACT_ABOVE_FILES
+    checkpoint_every: int = local_upkeep.CHECKPOINT_EVERY
+    blind_appends: bool = True
+
+    def lock_path(self, table: TableRef) -> str | None:
+        return _path(table)
+
+    def exists(self, table: TableRef) -> bool:
+        return local_upkeep.has_commits(_path(table))
+
+    def read(self, table: TableRef) -> DataFrame:
+        if not self.exists(table):
+            raise TableNotFoundError(f"table {table} does not exist yet: run the layer that writes it first")
+        return self.spark.read.format("delta").load(_path(table))
+
+    def stored_state(self, table: TableRef, where: str | None = None) -> tuple[StructType, bool]:
+        # From the Delta log in this process: saves two engine round trips per write.
+        return local_upkeep.stored_state(_path(table), where)
+
+    def save(self, writer: DataFrameWriter, table: TableRef) -> None:
+        writer.save(_path(table))
+        local_upkeep.checkpoint_if_due(_path(table), every=self.checkpoint_every)
+
+    def after_rewrite(self, table: TableRef) -> None:
+        local_upkeep.compact(_path(table), above_files=self.compact_above_files)
+
+
+@dataclass
+class CatalogHome:
+    """Unity Catalog tables (``catalog.schema.table``): the engine answers, Databricks does upkeep."""
+
+    spark: SparkSession
+    blind_appends: bool = False
+
+    def lock_path(self, table: TableRef) -> str | None:
+        return None
+
+    def exists(self, table: TableRef) -> bool:
+        return bool(self.spark.catalog.tableExists(_name(table)))
+
+    def read(self, table: TableRef) -> DataFrame:
+        return self.spark.table(_name(table))
+
+    def stored_state(self, table: TableRef, where: str | None = None) -> tuple[StructType, bool]:
+        stored = self.read(table)
+        return stored.schema, where is not None and stored.filter(where).limit(1).count() == 0
+
+    def save(self, writer: DataFrameWriter, table: TableRef) -> None:
+        writer.saveAsTable(_name(table))
+
+    def after_rewrite(self, table: TableRef) -> None:
+        return None  # auto compaction and checkpoints on Databricks
+
+
+def home_for(
+    spark: SparkSession,
+    settings: Settings,
+    *,
+    compact_above_files: int = local_upkeep.COMPACT_ABOVE_FILES,
+    checkpoint_every: int = local_upkeep.CHECKPOINT_EVERY,
+) -> TableHome:
+    """The home of the settings' tables: Unity Catalog when a catalog is configured, else local."""
+    if settings.uses_catalog:
+        return CatalogHome(spark)
+    return LocalDeltaHome(spark, compact_above_files=compact_above_files, checkpoint_every=checkpoint_every)
+
+
+def _path(table: TableRef) -> str:
+    if table.path is None:
+        raise ValueError(f"table {table} is a catalog table, not a local one")
+    return table.path
+
+
+def _name(table: TableRef) -> str:
+    if table.full_name is None:
+        raise ValueError(f"table {table} is a local table, not a catalog one")
+    return table.full_name

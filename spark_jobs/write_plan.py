@@ -1,0 +1,151 @@
+"""Which write a table gets, decided before anything is written.
+
+``merge_effect`` asks the engine, in one query, what ``MERGE INTO stored USING source`` would do;
+``merge_path`` and ``slice_path`` turn that (and what the table's home allows) into the write to
+make. The decisions are pure, so a test can state them; ``TableStore`` executes them.
+"""
+
+from __future__ import annotations
+
+import operator
+from dataclasses import dataclass
+from datetime import date
+from enum import StrEnum
+from functools import reduce
+from typing import TYPE_CHECKING
+
+from pyspark.sql import functions as F
+
+if TYPE_CHECKING:
+    from pyspark.sql import Column, DataFrame
+
+DELETE = "_delete"  # flag column of a merge source: the key's stored row is deleted
+
+
+@dataclass(frozen=True)
+class MergeEffect:
+    """What ``MERGE INTO stored USING source`` would do (see :func:`merge_effect`)."""
+
+    inserts: int  # source rows whose key is not stored
+    matched: int  # source rows whose key is stored
+    updates: int  # matched rows that would change the stored row
+    # Values of the slice column in the rows the MERGE would write (inserted or changed) and in the
+    # stored rows it would change or delete; None when there is no slice column or a value is NULL.
+    slices: tuple[date, ...] | None = None
+    deletes: int = 0  # stored rows whose key is in ``deletes``
+
+    @property
+    def rewrites(self) -> bool:
+        """Whether a stored row would change or go (else the MERGE could only insert)."""
+        return bool(self.updates or self.deletes)
+
+
+class MergePath(StrEnum):
+    NOTHING = "nothing"  # no stored row would change and no key is new
+    APPEND = "append"  # only new keys: append them
+    SLICES = "slices"  # rewrite just the slices holding every row that changes (replaceWhere)
+    MERGE = "merge"  # MERGE INTO
+
+
+def merge_path(effect: MergeEffect, *, blind_appends: bool, slice_column: str | None) -> MergePath:
+    """The cheapest write with the result of the MERGE. ``blind_appends``: the table's home lets a
+    write that only adds rows append without reading the table (a local table under its lock); a
+    catalog table is not blind-appended to (its ``MERGE`` or ``replaceWhere`` reads what it
+    replaces, so a concurrent writer's commit conflicts instead of duplicating rows)."""
+    if not effect.rewrites:
+        if not effect.inserts:
+            return MergePath.NOTHING
+        if blind_appends:
+            return MergePath.APPEND
+    if slice_column and effect.slices:
+        return MergePath.SLICES
+    return MergePath.MERGE
+
+
+class SlicePath(StrEnum):
+    CREATE = "create"  # a new table
+    SKIP = "skip"  # nothing to write and nothing to replace
+    APPEND = "append"  # the slice is empty: nothing to replace
+    REPLACE = "replace"  # overwrite the slice (replaceWhere)
+
+
+def slice_path(*, exists: bool, slice_empty: bool, known_empty: bool, blind_appends: bool) -> SlicePath:
+    """The write of ``replace_slice``: a plain append when the slice is still empty (a new batch:
+    a third of a ``replaceWhere`` on a table with history), where ``blind_appends`` allows it."""
+    if not exists:
+        return SlicePath.CREATE
+    if slice_empty and known_empty:
+        return SlicePath.SKIP
+    if slice_empty and blind_appends:
+        return SlicePath.APPEND
+    return SlicePath.REPLACE
+
+
+def flagged_source(source: DataFrame, deletes: DataFrame | None, keys: tuple[str, ...]) -> DataFrame:
+    """``source`` plus the ``deletes`` keys, with a :data:`DELETE` flag saying which is which."""
+    upserts = source.withColumn(DELETE, F.lit(False))
+    if deletes is None:
+        return upserts
+    types = {f.name: f.dataType for f in source.schema.fields}
+    removed = deletes.select(
+        *[
+            F.col(c).cast(types[c]).alias(c) if c in keys else F.lit(None).cast(types[c]).alias(c)
+            for c in source.columns
+        ],
+        F.lit(True).alias(DELETE),
+    )
+    return upserts.unionByName(removed)
+
+
+def classified(
+    source: DataFrame, *, stored: DataFrame, keys: tuple[str, ...], update_when: str | None
+) -> tuple[DataFrame, Column, Column, Column]:
+    """A :func:`flagged_source` (alias ``s``) left-joined to ``stored`` (alias ``t``) on ``keys``, with
+    the conditions "new key", "matched and would change" (``update_when`` holds and a column
+    differs, NULL-safe) and "matched and deleted"."""
+    s, t = source.alias("s"), stored.withColumn("_stored", F.lit(True)).alias("t")
+    on = reduce(operator.and_, [F.col(f"s.{k}") == F.col(f"t.{k}") for k in keys])
+    columns = [c for c in source.columns if c != DELETE]
+    differs = reduce(operator.or_, [~F.col(f"s.{c}").eqNullSafe(F.col(f"t.{c}")) for c in columns])
+    stored_row, delete = F.col("t._stored").isNotNull(), F.col(f"s.{DELETE}")
+    changed = stored_row & ~delete & (F.expr(update_when) & differs if update_when else differs)
+    return s.join(t, on, "left"), ~stored_row & ~delete, changed, stored_row & delete
+
+
+def merge_effect(
+    source: DataFrame,
+    *,
+    stored: DataFrame,
+    keys: tuple[str, ...],
+    update_when: str | None,
+    slice_column: str | None = None,
+    deletes: DataFrame | None = None,
+) -> MergeEffect:
+    """What ``MERGE INTO stored USING source`` would do, in one query. A matched row counts as
+    changed only if ``update_when`` (aliases ``s``, ``t``) holds and some column differs, so
+    re-merging rows already in the table counts nothing. ``deletes``: keys whose stored row the
+    MERGE deletes."""
+    flagged = source if DELETE in source.columns else flagged_source(source, deletes, keys)
+    joined, new, changed, removed = classified(flagged, stored=stored, keys=keys, update_when=update_when)
+    upsert = ~F.col(f"s.{DELETE}")
+    aggs = [
+        F.count_if(new).alias("inserts"),
+        F.count_if(upsert & ~new).alias("matched"),
+        F.count_if(changed).alias("updates"),
+        F.count_if(removed).alias("deletes"),
+    ]
+    if slice_column:
+        s_slice, t_slice = F.col(f"s.{slice_column}"), F.col(f"t.{slice_column}")
+        written, rewritten = new | changed, changed | removed
+        aggs += [
+            F.array_union(F.collect_set(F.when(written, s_slice)), F.collect_set(F.when(rewritten, t_slice))).alias(
+                "slices"
+            ),
+            F.count_if((written & s_slice.isNull()) | (rewritten & t_slice.isNull())).alias("null_slices"),
+        ]
+    row = joined.agg(*aggs).first()
+    assert row is not None
+    slices = None
+    if slice_column and not row["null_slices"]:
+        slices = tuple(sorted(row["slices"]))
+    return MergeEffect(int(row["inserts"]), int(row["matched"]), int(row["updates"]), slices, int(row["deletes"]))
