@@ -112,8 +112,14 @@ def is_quarantined() -> Column:
     return F.size(F.col(QUARANTINE_REASONS)) > 0
 
 
-def drop_checks(df: DataFrame) -> DataFrame:
-    return df.drop(*[c for c in df.columns if c.startswith(_OK_PREFIX)], QUARANTINE_REASONS)
+def drop_checks(expectations: Sequence[Expectation]) -> Callable[[DataFrame], DataFrame]:
+    """Remove the columns :func:`check` added for ``expectations`` (named from them: no schema
+    round trip to the engine)."""
+
+    def transform(df: DataFrame) -> DataFrame:
+        return df.drop(*[e.ok_column for e in expectations], QUARANTINE_REASONS)
+
+    return transform
 
 
 @dataclass

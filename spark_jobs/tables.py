@@ -188,7 +188,9 @@ class TableStore:
             stored = self.home.read(table)
             assert_schema(df, self.home.stored_state(table)[0], what=f"table {table}")
             source = flagged_source(df, deletes, keys)
-            effect = merge_effect(source, stored=stored, keys=keys, update_when=update_when, slice_column=slice_column)
+            effect = merge_effect(
+                source, stored=stored, keys=keys, update_when=update_when, columns=df.columns, slice_column=slice_column
+            )
             path = merge_path(effect, blind_appends=self.home.blind_appends, slice_column=slice_column)
             log.info("merge into %s: %s -> %s", table, effect, path)
             if path is MergePath.NOTHING:
@@ -199,7 +201,7 @@ class TableStore:
             elif path is MergePath.SLICES:
                 assert effect.slices
                 self._rewrite_slices(source, stored, table, keys=keys, update_when=update_when, slices=effect.slices,
-                                     slice_column=slice_column)  # fmt: skip
+                                     slice_column=slice_column, columns=df.columns)  # fmt: skip
             else:
                 self._merge_into(source, table, keys=keys, update_when=update_when, columns=df.columns)
             self.home.after_rewrite(table)
@@ -214,12 +216,14 @@ class TableStore:
         update_when: str | None,
         slices: tuple[date, ...],
         slice_column: str | None,
+        columns: list[str],
     ) -> None:
         """Every row the MERGE would remove or add lies in ``slices``: rewrite just them."""
         assert slice_column is not None
         where = " OR ".join(batch_predicate(d, slice_column) for d in slices)
-        joined, new, changed, removed = classified(source, stored=stored, keys=keys, update_when=update_when)
-        columns = [c for c in source.columns if c != DELETE]
+        joined, new, changed, removed = classified(
+            source, stored=stored, keys=keys, update_when=update_when, columns=columns
+        )
         written = joined.filter(new | changed).select(*[F.col(f"s.{c}").alias(c) for c in columns])
         gone = joined.filter(new | changed | removed).select(*[F.col(f"s.{k}").alias(k) for k in keys])
         kept = stored.filter(where).join(gone, list(keys), "left_anti")

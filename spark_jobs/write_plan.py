@@ -8,6 +8,7 @@ make. The decisions are pure, so a test can state them; ``TableStore`` executes 
 from __future__ import annotations
 
 import operator
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
 from enum import StrEnum
@@ -98,14 +99,14 @@ def flagged_source(source: DataFrame, deletes: DataFrame | None, keys: tuple[str
 
 
 def classified(
-    source: DataFrame, *, stored: DataFrame, keys: tuple[str, ...], update_when: str | None
+    source: DataFrame, *, stored: DataFrame, keys: tuple[str, ...], update_when: str | None, columns: Sequence[str]
 ) -> tuple[DataFrame, Column, Column, Column]:
     """A :func:`flagged_source` (alias ``s``) left-joined to ``stored`` (alias ``t``) on ``keys``, with
-    the conditions "new key", "matched and would change" (``update_when`` holds and a column
-    differs, NULL-safe) and "matched and deleted"."""
+    the conditions "new key", "matched and would change" (``update_when`` holds and one of the data
+    ``columns`` differs, NULL-safe) and "matched and deleted". The columns are passed in, not read
+    from ``source``: asking a plan for its schema is a round trip to the engine."""
     s, t = source.alias("s"), stored.withColumn("_stored", F.lit(True)).alias("t")
     on = reduce(operator.and_, [F.col(f"s.{k}") == F.col(f"t.{k}") for k in keys])
-    columns = [c for c in source.columns if c != DELETE]
     differs = reduce(operator.or_, [~F.col(f"s.{c}").eqNullSafe(F.col(f"t.{c}")) for c in columns])
     stored_row, delete = F.col("t._stored").isNotNull(), F.col(f"s.{DELETE}")
     changed = stored_row & ~delete & (F.expr(update_when) & differs if update_when else differs)
@@ -118,15 +119,16 @@ def merge_effect(
     stored: DataFrame,
     keys: tuple[str, ...],
     update_when: str | None,
+    columns: Sequence[str],
     slice_column: str | None = None,
-    deletes: DataFrame | None = None,
 ) -> MergeEffect:
-    """What ``MERGE INTO stored USING source`` would do, in one query. A matched row counts as
-    changed only if ``update_when`` (aliases ``s``, ``t``) holds and some column differs, so
-    re-merging rows already in the table counts nothing. ``deletes``: keys whose stored row the
-    MERGE deletes."""
-    flagged = source if DELETE in source.columns else flagged_source(source, deletes, keys)
-    joined, new, changed, removed = classified(flagged, stored=stored, keys=keys, update_when=update_when)
+    """What ``MERGE INTO stored USING source`` would do, in one query; ``source`` is a
+    :func:`flagged_source` with the data ``columns``. A matched row counts as changed only if
+    ``update_when`` (aliases ``s``, ``t``) holds and some column differs, so re-merging rows already
+    in the table counts nothing."""
+    joined, new, changed, removed = classified(
+        source, stored=stored, keys=keys, update_when=update_when, columns=columns
+    )
     upsert = ~F.col(f"s.{DELETE}")
     aggs = [
         F.count_if(new).alias("inserts"),

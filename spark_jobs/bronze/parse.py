@@ -132,6 +132,8 @@ def _metadata(meta: Ingestion) -> list[Column]:
     return [
         F.lit(meta.source_file).alias(SOURCE_FILE),
         F.lit(meta.batch_date).cast("date").alias(BATCH_DATE),
-        F.lit(meta.ingested_at).cast("timestamp").alias(INGESTED_AT),
+        # as text with its offset (a naive time is local, as PySpark takes it): a datetime literal
+        # makes the client ask the session for its timestamp type, one round trip per file
+        F.lit(meta.ingested_at.astimezone().isoformat()).cast("timestamp").alias(INGESTED_AT),
         F.col(LINE_NUMBER).cast("long").alias(LINE_NUMBER),
     ]

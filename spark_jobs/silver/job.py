@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 
@@ -72,6 +72,7 @@ def plan_merge(
     candidates: DataFrame,
     stored: DataFrame | None,
     *,
+    columns: Sequence[str],
     where: str,
     replaced: DataFrame | None = None,
     earlier: DataFrame | None = None,
@@ -79,7 +80,8 @@ def plan_merge(
     """The final state of every key the batch touches, as if this delivery of the batch were the
     only one that ever arrived.
 
-    ``candidates``: the batch's latest good row per key. ``replaced``: keys whose stored row came
+    ``candidates``: the batch's latest good row per key, with ``columns`` (passed in: asking a plan
+    for its schema is a round trip). ``replaced``: keys whose stored row came
     from an earlier delivery of this batch (``where``), None on a first delivery. ``earlier``: the
     good rows of the other batches for those keys (their fallback when this delivery no longer has
     them, or has an older version). A key's final row is its most recent (``recency``) among the
@@ -89,19 +91,20 @@ def plan_merge(
     """
     keys = list(spec.keys)
     rows = candidates.drop("prd_end_dt") if spec.versioned else candidates
+    row_columns = [c for c in columns if not (spec.versioned and c == "prd_end_dt")]
     if stored is None:
         final = rows.transform(with_version_end_dates) if spec.versioned else rows
-        return MergePlan(final.select(*candidates.columns), None, False)
+        return MergePlan(final.select(*columns), None, False)
     touched = rows.select(*keys) if replaced is None else rows.select(*keys).unionByName(replaced)
     scope = ["prd_key"] if spec.versioned else keys  # which stored rows compete with the batch's
     others = stored.filter(~F.expr(where)).join(touched.select(*scope).distinct(), scope, "left_semi")
-    contenders = rows.unionByName(others.select(*rows.columns))
+    contenders = rows.unionByName(others.select(*row_columns))
     if earlier is not None:
-        contenders = contenders.unionByName(earlier.select(*rows.columns))
+        contenders = contenders.unionByName(earlier.select(*row_columns))
     final = contenders.transform(latest_per_key(keys=spec.keys, recency=spec.recency))
     if spec.versioned:
         final = final.transform(with_version_end_dates)
-    final = final.select(*candidates.columns)
+    final = final.select(*columns)
     deletes = None if replaced is None else replaced.join(final.select(*keys), keys, "left_anti")
     return MergePlan(final, deletes, earlier is not None)
 
@@ -165,7 +168,7 @@ def run_silver_table(
         f"{RAW}.*", *LINEAGE, F.array_join(dq.QUARANTINE_REASONS, "; ").alias("_reasons")
     )
 
-    good = dq.drop_checks(checked.filter(~dq.is_quarantined())).drop(RAW)
+    good = checked.filter(~dq.is_quarantined()).transform(dq.drop_checks(expectations)).drop(RAW)
     written = superseded = 0
     exists = store.exists(target)
     # A batch whose slice already holds rows is a re-run or a re-delivery: this delivery replaces
@@ -180,7 +183,10 @@ def run_silver_table(
         if stored is not None and redelivered:
             replaced = materialize(stored.filter(where).select(*spec.keys))
             earlier = _earlier_rows(bronze, spec, expectations, where=where, keys=replaced)
-        plan = plan_merge(spec, candidates, stored, where=where, replaced=replaced, earlier=earlier)
+        columns = good.columns  # known since latest_per_key read it: no round trip
+        if spec.versioned and "prd_end_dt" not in columns:
+            columns = [*columns, "prd_end_dt"]  # as withColumn added it
+        plan = plan_merge(spec, candidates, stored, columns=columns, where=where, replaced=replaced, earlier=earlier)
         source = materialize(plan.upserts)
         deletes = materialize(plan.deletes) if plan.deletes is not None else None
         if spec.output_expectations:
@@ -258,7 +264,7 @@ def _earlier_rows(
     (cleaning reads each row's ``_batch_date``), the latest per key: what those keys fall back to."""
     others = bronze.filter(~F.expr(where)).transform(spec.clean)
     checked = others.join(keys, list(spec.keys), "left_semi").transform(dq.check(expectations))
-    good = dq.drop_checks(checked.filter(~dq.is_quarantined())).drop(RAW)
+    good = checked.filter(~dq.is_quarantined()).transform(dq.drop_checks(expectations)).drop(RAW)
     rows = good.transform(latest_per_key(keys=spec.keys, recency=spec.recency))
     return rows.withColumn("prd_end_dt", F.lit(None).cast("date")) if spec.versioned else rows
 

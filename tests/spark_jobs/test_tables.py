@@ -9,7 +9,7 @@ from pyspark.sql.types import IntegerType, LongType, StringType, StructField, St
 from spark_jobs import local_upkeep
 from spark_jobs.errors import SchemaMismatchError
 from spark_jobs.tables import TableStore, batch_predicate, schema_differences
-from spark_jobs.write_plan import MergeEffect, merge_effect
+from spark_jobs.write_plan import MergeEffect, flagged_source, merge_effect
 
 
 def test_schema_differences_name_missing_extra_and_retyped_columns():
@@ -95,7 +95,12 @@ def test_merge_gives_the_same_table_as_sql_merge_on_every_path(spark, settings, 
         else:
             inserts, matched, updates, slices = effect
             assert merge_effect(
-                df, stored=store.read(ref), keys=("id",), update_when=newer, slice_column=slice_column
+                flagged_source(df, None, ("id",)),
+                stored=store.read(ref),
+                keys=("id",),
+                update_when=newer,
+                columns=df.columns,
+                slice_column=slice_column,
             ) == MergeEffect(inserts, matched, updates, slices if slice_column else None), i
             df.createOrReplaceTempView("batch")
             spark.sql(
