@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from enum import StrEnum
 
-from pyspark.sql import Column, DataFrame
+from pyspark.sql import Column, DataFrame, Row
 from pyspark.sql import functions as F
 from pyspark.sql.types import DateType, LongType, StringType, StructField, StructType, TimestampType
 
@@ -129,14 +129,24 @@ class CheckCounts:
     results: list[ExpectationResult]
 
 
+def violations_query(checked: DataFrame, expectations: Sequence[Expectation], *, prefix: str = "") -> DataFrame:
+    """One row: rows in, rows to quarantine and per-expectation violation counts of ``checked``,
+    in columns named after ``prefix``, so that several such rows can be fetched in one query."""
+    aggs = [F.count(F.lit(1)).alias(f"{prefix}rows_in"), F.count_if(is_quarantined()).alias(f"{prefix}quarantined")]
+    aggs += [F.count_if(~F.col(e.ok_column)).alias(f"{prefix}v{i}") for i, e in enumerate(expectations)]
+    return checked.agg(*aggs)
+
+
+def counts_from_row(row: Row, expectations: Sequence[Expectation], *, prefix: str = "") -> CheckCounts:
+    """The :class:`CheckCounts` in a row of :func:`violations_query` (same ``prefix``)."""
+    rows_in = int(row[f"{prefix}rows_in"] or 0)
+    results = [ExpectationResult(e, rows_in, int(row[f"{prefix}v{i}"] or 0)) for i, e in enumerate(expectations)]
+    return CheckCounts(rows_in, int(row[f"{prefix}quarantined"] or 0), results)
+
+
 def count_violations(checked: DataFrame, expectations: Sequence[Expectation]) -> CheckCounts:
     """Rows in, rows to quarantine and per-expectation violation counts, in one pass over ``checked``."""
-    aggs = [F.count(F.lit(1)).alias("rows_in"), F.count_if(is_quarantined()).alias("quarantined")]
-    aggs += [F.count_if(~F.col(e.ok_column)).alias(f"v{i}") for i, e in enumerate(expectations)]
-    row = checked.agg(*aggs).collect()[0]
-    rows_in = int(row["rows_in"])
-    results = [ExpectationResult(e, rows_in, int(row[f"v{i}"] or 0)) for i, e in enumerate(expectations)]
-    return CheckCounts(rows_in, int(row["quarantined"] or 0), results)
+    return counts_from_row(violations_query(checked, expectations).collect()[0], expectations)
 
 
 def sample_keys(

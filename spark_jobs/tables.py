@@ -29,17 +29,19 @@ from spark_jobs.settings import Settings, TableRef
 from spark_jobs.table_homes import TableHome, home_for
 from spark_jobs.write_plan import (
     DELETE,
+    MergeEffect,
     MergePath,
     SlicePath,
     classified,
+    effect_from_row,
+    effect_query,
     flagged_source,
-    merge_effect,
     merge_path,
     slice_path,
 )
 
 if TYPE_CHECKING:
-    from pyspark.sql import DataFrame, SparkSession
+    from pyspark.sql import DataFrame, Row, SparkSession
     from pyspark.sql.types import StructType
 
 log = logging.getLogger(__name__)
@@ -72,6 +74,26 @@ def assert_schema(df: DataFrame, expected: StructType, *, what: str) -> None:
     problems = schema_differences(expected=expected, actual=df.schema)
     if problems:
         raise SchemaMismatchError(f"schema mismatch for {what}: " + "; ".join(problems))
+
+
+@dataclass(frozen=True)
+class PreparedMerge:
+    """A planned :meth:`TableStore.merge` (see :meth:`TableStore.prepare_merge`)."""
+
+    table: TableRef
+    df: DataFrame
+    source: DataFrame | None  # ``df`` flagged with the deletes; None: the table is new
+    stored: DataFrame | None
+    keys: tuple[str, ...]
+    update_when: str | None
+    partition_by: tuple[str, ...]
+    slice_column: str | None
+    effect_query: DataFrame | None  # one row (see ``write_plan.effect_query``); None: the table is new
+    prefix: str
+
+    def effect(self, row: Row) -> MergeEffect:
+        """The effect of the merge, read from a row holding ``effect_query``'s columns."""
+        return effect_from_row(row, slice_column=self.slice_column, prefix=self.prefix)
 
 
 @dataclass
@@ -180,55 +202,91 @@ class TableStore:
         with ``slice_column`` (a DATE column such as ``_batch_date``), a ``replaceWhere`` of just
         the slices holding the rows that change, at about half the cost of the MERGE; else the MERGE.
         """
-        self._require_delta()
         with self.writing([table]):
-            if not self.home.exists(table):
-                self.replace_slice(df, table, where="true", partition_by=partition_by)
-                return
-            stored = self.home.read(table)
-            assert_schema(df, self.home.stored_state(table)[0], what=f"table {table}")
-            source = flagged_source(df, deletes, keys)
-            effect = merge_effect(
-                source, stored=stored, keys=keys, update_when=update_when, columns=df.columns, slice_column=slice_column
+            prepared = self.prepare_merge(
+                df,
+                table,
+                keys=keys,
+                update_when=update_when,
+                partition_by=partition_by,
+                slice_column=slice_column,
+                deletes=deletes,
             )
-            path = merge_path(effect, blind_appends=self.home.blind_appends, slice_column=slice_column)
-            log.info("merge into %s: %s -> %s", table, effect, path)
-            if path is MergePath.NOTHING:
-                return
-            if path is MergePath.APPEND:
-                new_rows = df.join(stored.select(*keys), list(keys), "left_anti") if effect.matched else df
-                self.home.save(new_rows.write.format("delta").mode("append"), table)
-            elif path is MergePath.SLICES:
-                assert effect.slices
-                self._rewrite_slices(source, stored, table, keys=keys, update_when=update_when, slices=effect.slices,
-                                     slice_column=slice_column, columns=df.columns)  # fmt: skip
-            else:
-                self._merge_into(source, table, keys=keys, update_when=update_when, columns=df.columns)
-            self.home.after_rewrite(table)
+            effect = None
+            if prepared.effect_query is not None:
+                row = prepared.effect_query.first()
+                assert row is not None
+                effect = prepared.effect(row)
+            self.execute_merge(prepared, effect)
 
-    def _rewrite_slices(
+    def prepare_merge(
         self,
-        source: DataFrame,
-        stored: DataFrame,
+        df: DataFrame,
         table: TableRef,
         *,
         keys: tuple[str, ...],
-        update_when: str | None,
-        slices: tuple[date, ...],
-        slice_column: str | None,
-        columns: list[str],
-    ) -> None:
-        """Every row the MERGE would remove or add lies in ``slices``: rewrite just them."""
-        assert slice_column is not None
-        where = " OR ".join(batch_predicate(d, slice_column) for d in slices)
-        joined, new, changed, removed = classified(
-            source, stored=stored, keys=keys, update_when=update_when, columns=columns
+        update_when: str | None = None,
+        partition_by: tuple[str, ...] = (),
+        slice_column: str | None = None,
+        deletes: DataFrame | None = None,
+        prefix: str = "",
+    ) -> PreparedMerge:
+        """Check ``df`` against the table and plan the :meth:`merge`, without running it: the plan's
+        ``effect_query`` (None for a new table) is one row, with columns named after ``prefix``, that
+        a caller may fetch together with other one-row queries, then hand the :class:`MergeEffect`
+        read from it to :meth:`execute_merge`. The caller holds :meth:`writing` from here to the
+        execution, so that the effect still holds when the write is made."""
+        self._require_delta()
+        if not self.home.exists(table):
+            return PreparedMerge(table, df, None, None, keys, update_when, partition_by, slice_column, None, prefix)
+        stored = self.home.read(table)
+        assert_schema(df, self.home.stored_state(table)[0], what=f"table {table}")
+        source = flagged_source(df, deletes, keys)
+        query = effect_query(
+            source,
+            stored=stored,
+            keys=keys,
+            update_when=update_when,
+            columns=df.columns,
+            slice_column=slice_column,
+            prefix=prefix,
         )
-        written = joined.filter(new | changed).select(*[F.col(f"s.{c}").alias(c) for c in columns])
-        gone = joined.filter(new | changed | removed).select(*[F.col(f"s.{k}").alias(k) for k in keys])
-        kept = stored.filter(where).join(gone, list(keys), "left_anti")
+        return PreparedMerge(table, df, source, stored, keys, update_when, partition_by, slice_column, query, prefix)
+
+    def execute_merge(self, prepared: PreparedMerge, effect: MergeEffect | None) -> None:
+        """Write a :meth:`prepare_merge` plan whose effect is ``effect`` (None: the table is new)."""
+        p = prepared
+        with self.writing([p.table]):
+            if p.source is None or p.stored is None:
+                self.replace_slice(p.df, p.table, where="true", partition_by=p.partition_by)
+                return
+            assert effect is not None
+            path = merge_path(effect, blind_appends=self.home.blind_appends, slice_column=p.slice_column)
+            log.info("merge into %s: %s -> %s", p.table, effect, path)
+            if path is MergePath.NOTHING:
+                return
+            if path is MergePath.APPEND:
+                new_rows = p.df.join(p.stored.select(*p.keys), list(p.keys), "left_anti") if effect.matched else p.df
+                self.home.save(new_rows.write.format("delta").mode("append"), p.table)
+            elif path is MergePath.SLICES:
+                assert effect.slices and p.slice_column
+                self._rewrite_slices(p, slices=effect.slices)
+            else:
+                self._merge_into(p.source, p.table, keys=p.keys, update_when=p.update_when, columns=p.df.columns)
+            self.home.after_rewrite(p.table)
+
+    def _rewrite_slices(self, p: PreparedMerge, *, slices: tuple[date, ...]) -> None:
+        """Every row the MERGE would remove or add lies in ``slices``: rewrite just them."""
+        assert p.source is not None and p.stored is not None and p.slice_column is not None
+        where = " OR ".join(batch_predicate(d, p.slice_column) for d in slices)
+        joined, new, changed, removed = classified(
+            p.source, stored=p.stored, keys=p.keys, update_when=p.update_when, columns=p.df.columns
+        )
+        written = joined.filter(new | changed).select(*[F.col(f"s.{c}").alias(c) for c in p.df.columns])
+        gone = joined.filter(new | changed | removed).select(*[F.col(f"s.{k}").alias(k) for k in p.keys])
+        kept = p.stored.filter(where).join(gone, list(p.keys), "left_anti")
         rows = materialize(kept.unionByName(written))  # read fully before the slices are replaced
-        self.home.save(rows.write.format("delta").mode("overwrite").option("replaceWhere", where), table)
+        self.home.save(rows.write.format("delta").mode("overwrite").option("replaceWhere", where), p.table)
 
     def _merge_into(
         self, source: DataFrame, table: TableRef, *, keys: tuple[str, ...], update_when: str | None, columns: list[str]

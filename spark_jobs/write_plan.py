@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 from pyspark.sql import functions as F
 
 if TYPE_CHECKING:
-    from pyspark.sql import Column, DataFrame
+    from pyspark.sql import Column, DataFrame, Row
 
 DELETE = "_delete"  # flag column of a merge source: the key's stored row is deleted
 
@@ -113,6 +113,57 @@ def classified(
     return s.join(t, on, "left"), ~stored_row & ~delete, changed, stored_row & delete
 
 
+def effect_query(
+    source: DataFrame,
+    *,
+    stored: DataFrame,
+    keys: tuple[str, ...],
+    update_when: str | None,
+    columns: Sequence[str],
+    slice_column: str | None = None,
+    prefix: str = "",
+) -> DataFrame:
+    """One row saying what ``MERGE INTO stored USING source`` would do (read it with
+    :func:`effect_from_row`), in columns named after ``prefix`` so that it can be fetched in one
+    query with other such rows. ``source`` is a :func:`flagged_source` with the data ``columns``. A
+    matched row counts as changed only if ``update_when`` (aliases ``s``, ``t``) holds and some column
+    differs, so re-merging rows already in the table counts nothing."""
+    joined, new, changed, removed = classified(
+        source, stored=stored, keys=keys, update_when=update_when, columns=columns
+    )
+    upsert = ~F.col(f"s.{DELETE}")
+    aggs = [
+        F.count_if(new).alias(f"{prefix}inserts"),
+        F.count_if(upsert & ~new).alias(f"{prefix}matched"),
+        F.count_if(changed).alias(f"{prefix}updates"),
+        F.count_if(removed).alias(f"{prefix}deletes"),
+    ]
+    if slice_column:
+        s_slice, t_slice = F.col(f"s.{slice_column}"), F.col(f"t.{slice_column}")
+        written, rewritten = new | changed, changed | removed
+        aggs += [
+            F.array_union(F.collect_set(F.when(written, s_slice)), F.collect_set(F.when(rewritten, t_slice))).alias(
+                f"{prefix}slices"
+            ),
+            F.count_if((written & s_slice.isNull()) | (rewritten & t_slice.isNull())).alias(f"{prefix}null_slices"),
+        ]
+    return joined.agg(*aggs)
+
+
+def effect_from_row(row: Row, *, slice_column: str | None, prefix: str = "") -> MergeEffect:
+    """The :class:`MergeEffect` in a row of :func:`effect_query` (same ``slice_column`` and ``prefix``)."""
+    slices = None
+    if slice_column and not row[f"{prefix}null_slices"]:
+        slices = tuple(sorted(row[f"{prefix}slices"]))
+    return MergeEffect(
+        int(row[f"{prefix}inserts"] or 0),
+        int(row[f"{prefix}matched"] or 0),
+        int(row[f"{prefix}updates"] or 0),
+        slices,
+        int(row[f"{prefix}deletes"] or 0),
+    )
+
+
 def merge_effect(
     source: DataFrame,
     *,
@@ -122,32 +173,10 @@ def merge_effect(
     columns: Sequence[str],
     slice_column: str | None = None,
 ) -> MergeEffect:
-    """What ``MERGE INTO stored USING source`` would do, in one query; ``source`` is a
-    :func:`flagged_source` with the data ``columns``. A matched row counts as changed only if
-    ``update_when`` (aliases ``s``, ``t``) holds and some column differs, so re-merging rows already
-    in the table counts nothing."""
-    joined, new, changed, removed = classified(
-        source, stored=stored, keys=keys, update_when=update_when, columns=columns
+    """What ``MERGE INTO stored USING source`` would do, in one query (see :func:`effect_query`)."""
+    query = effect_query(
+        source, stored=stored, keys=keys, update_when=update_when, columns=columns, slice_column=slice_column
     )
-    upsert = ~F.col(f"s.{DELETE}")
-    aggs = [
-        F.count_if(new).alias("inserts"),
-        F.count_if(upsert & ~new).alias("matched"),
-        F.count_if(changed).alias("updates"),
-        F.count_if(removed).alias("deletes"),
-    ]
-    if slice_column:
-        s_slice, t_slice = F.col(f"s.{slice_column}"), F.col(f"t.{slice_column}")
-        written, rewritten = new | changed, changed | removed
-        aggs += [
-            F.array_union(F.collect_set(F.when(written, s_slice)), F.collect_set(F.when(rewritten, t_slice))).alias(
-                "slices"
-            ),
-            F.count_if((written & s_slice.isNull()) | (rewritten & t_slice.isNull())).alias("null_slices"),
-        ]
-    row = joined.agg(*aggs).first()
+    row = query.first()
     assert row is not None
-    slices = None
-    if slice_column and not row["null_slices"]:
-        slices = tuple(sorted(row["slices"]))
-    return MergeEffect(int(row["inserts"]), int(row["matched"]), int(row["updates"]), slices, int(row["deletes"]))
+    return effect_from_row(row, slice_column=slice_column)

@@ -6,13 +6,14 @@ untouched. A file that was not delivered leaves its table's batch as it is (no n
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import DataFrame, Row, SparkSession
 from pyspark.sql import functions as F
 
 from spark_jobs.bronze.parse import Ingestion, bronze_records, parse_csv_lines, quarantined_lines
@@ -81,18 +82,26 @@ def read_lines(spark: SparkSession, info: FileInfo) -> DataFrame:
 class IngestedFile:
     records: DataFrame  # bronze table schema
     rejects: DataFrame  # quarantine schema
-    n_records: int
-    n_rejects: int
+    # One row: the numbers of records and rejects, in columns ``<prefix>ok`` and ``<prefix>bad``, to
+    # be fetched with the other files' in one query (see ``counts``); None: an empty file.
+    counts_query: DataFrame | None
+    prefix: str = ""
+
+    def counts(self, row: Row | None) -> tuple[int, int]:
+        """(records, rejects), read from a row holding ``counts_query``'s columns."""
+        if self.counts_query is None or row is None:
+            return 0, 0
+        return int(row[f"{self.prefix}ok"] or 0), int(row[f"{self.prefix}bad"] or 0)
 
 
 def ingest_file(
-    spark: SparkSession, *, source: Source, info: FileInfo, batch_date: date, ingested_at: datetime
+    spark: SparkSession, *, source: Source, info: FileInfo, batch_date: date, ingested_at: datetime, prefix: str = ""
 ) -> IngestedFile:
-    """Records and quarantined lines of one delivered file, with their counts (one parse)."""
+    """Records and quarantined lines of one delivered file, and the query counting them (one parse)."""
     meta = Ingestion(info.path, batch_date, ingested_at)
     if info.header is None:  # empty file: an empty batch
         empty = spark.createDataFrame([], bronze_schema(source)), spark.createDataFrame([], QUARANTINE_SCHEMA)
-        return IngestedFile(*empty, 0, 0)
+        return IngestedFile(*empty, None, prefix)
     file_columns = header_positions(source, info)
     lines = read_lines(spark, info).filter(F.col(LINE_NUMBER) > 1)
     if info.size > PARSE_SPLIT_BYTES:
@@ -100,11 +109,11 @@ def ingest_file(
     parsed = lines.transform(parse_csv_lines(len(file_columns), columns=file_columns))
     parsed = materialize(parsed)
     counts = parsed.agg(
-        F.count_if(F.col(REASON).isNull()).alias("ok"), F.count_if(F.col(REASON).isNotNull()).alias("bad")
+        F.count_if(F.col(REASON).isNull()).alias(f"{prefix}ok"),
+        F.count_if(F.col(REASON).isNotNull()).alias(f"{prefix}bad"),
     )
-    ok, bad = counts.first() or (0, 0)
     records = parsed.transform(bronze_records(file_columns, meta)).select(*bronze_schema(source).fieldNames())
-    return IngestedFile(records, parsed.transform(quarantined_lines(meta)), int(ok or 0), int(bad or 0))
+    return IngestedFile(records, parsed.transform(quarantined_lines(meta)), counts, prefix)
 
 
 def _refuse_empty_redelivery(
@@ -133,36 +142,44 @@ def run_bronze(
     A file without data lines re-delivered for a batch that holds rows is refused
     (:class:`EmptyRedeliveryError`, before anything is written): it usually means a broken export.
     ``allow_empty_redelivery`` (CLI ``--allow-empty-redelivery``) replaces the batch with nothing.
+
+    Every delivered file is parsed first (a header that does not match fails the batch before any
+    table is written), the records and rejects of all of them are counted in one query, then each
+    table's slice is written.
     """
     store = TableStore(spark, settings)
     ingested_at = ingested_at or datetime.now(UTC)
     where = batch_predicate(batch_date, BATCH_DATE)
-    results = []
-    for name in tables or SOURCES:
+    results: dict[str, BronzeTableResult] = {}
+    delivered: list[tuple[str, str, FileInfo, IngestedFile]] = []
+    names = list(tables or SOURCES)
+    for i, name in enumerate(names):
         source = SOURCES[name]
         path = find_source_file(settings, source, batch_date)
         if path is None:
             log.warning("bronze %s: no %s in batch %s; nothing to load", name, source.file_name, batch_date)
-            results.append(BronzeTableResult(name, "missing"))
+            results[name] = BronzeTableResult(name, "missing")
             continue
         info = inspect_file(path)
-        ingested = ingest_file(spark, source=source, info=info, batch_date=batch_date, ingested_at=ingested_at)
+        ingested = ingest_file(
+            spark, source=source, info=info, batch_date=batch_date, ingested_at=ingested_at, prefix=f"f{i}_"
+        )
+        delivered.append((name, path, info, ingested))
+    queries = [f.counts_query for *_, f in delivered if f.counts_query is not None]
+    row = functools.reduce(DataFrame.crossJoin, queries).first() if queries else None
+    for name, path, info, ingested in delivered:
+        n_records, n_rejects = ingested.counts(row)
         target, quarantine = store.ref("bronze", name), store.ref("bronze", name + QUARANTINE_SUFFIX)
         with store.writing([target, quarantine]):  # one writer of the batch's records and rejects
-            if ingested.n_records + ingested.n_rejects == 0 and not allow_empty_redelivery:
+            if n_records + n_rejects == 0 and not allow_empty_redelivery:
                 _refuse_empty_redelivery(
                     store, name=name, path=path, batch_date=batch_date, tables=(target, quarantine)
                 )
             store.replace_slice(ingested.records, target, where=where, partition_by=(BATCH_DATE,))
             store.replace_slice(
-                ingested.rejects,
-                quarantine,
-                where=where,
-                partition_by=(BATCH_DATE,),
-                known_empty=ingested.n_rejects == 0,
+                ingested.rejects, quarantine, where=where, partition_by=(BATCH_DATE,), known_empty=n_rejects == 0
             )
         status = "loaded" if info.header else "empty"
-        result = BronzeTableResult(name, status, path, ingested.n_records, ingested.n_rejects)
-        log.info("bronze %s", result)
-        results.append(result)
-    return results
+        results[name] = BronzeTableResult(name, status, path, n_records, n_rejects)
+        log.info("bronze %s", results[name])
+    return [results[name] for name in names]

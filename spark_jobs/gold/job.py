@@ -59,7 +59,15 @@ class _Gold:
         name, keys, expectations = table.name, table.keys, table.expectations
         source = materialize(source)  # built once, then checked and merged
         checked = source.transform(dq.check(expectations))
-        counts = dq.count_violations(checked, expectations)
+        target = self.store.ref("gold", name)
+        # The checks and what the MERGE would do, in one query.
+        query = dq.violations_query(checked, expectations, prefix="dq_")
+        prepared = None if rebuild else self.store.prepare_merge(source, target, keys=keys, prefix="merge_")
+        if prepared is not None and prepared.effect_query is not None:
+            query = query.crossJoin(prepared.effect_query)
+        row = query.first()
+        assert row is not None
+        counts = dq.counts_from_row(row, expectations, prefix="dq_")
         text = dq.summary(f"gold.{name}", counts.rows_in, counts.results)
         log.info("gold expectations\n%s", text)
         rows = dq.metrics_rows(
@@ -84,11 +92,11 @@ class _Gold:
                 samples=samples,
                 enforce=self.store.settings.dq_enforce,
             )
-        target = self.store.ref("gold", name)
-        if rebuild:
+        if prepared is None:
             self.store.replace_slice(source, target, where="true")
-        elif counts.rows_in or not self.store.exists(target):
-            self.store.merge(source, target, keys=keys)
+        else:
+            effect = prepared.effect(row) if prepared.effect_query is not None else None
+            self.store.execute_merge(prepared, effect)
         return GoldTableResult(name, counts.rows_in, text)
 
 

@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import DataFrame, Row, SparkSession
 from pyspark.sql import functions as F
 
 from spark_jobs import dq
@@ -31,7 +31,7 @@ from spark_jobs.settings import Settings
 from spark_jobs.silver.tables import SILVER_TABLES, SilverTable
 from spark_jobs.silver.transforms import LINEAGE, RAW, latest_per_key, with_version_end_dates
 from spark_jobs.sources import SOURCES
-from spark_jobs.tables import TableStore, batch_predicate
+from spark_jobs.tables import PreparedMerge, TableStore, batch_predicate
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +101,7 @@ def plan_merge(
     contenders = rows.unionByName(others.select(*row_columns))
     if earlier is not None:
         contenders = contenders.unionByName(earlier.select(*row_columns))
-    final = contenders.transform(latest_per_key(keys=spec.keys, recency=spec.recency))
+    final = contenders.transform(latest_per_key(keys=spec.keys, recency=spec.recency, columns=row_columns))
     if spec.versioned:
         final = final.transform(with_version_end_dates)
     final = final.select(*columns)
@@ -109,30 +109,110 @@ def plan_merge(
     return MergePlan(final, deletes, earlier is not None)
 
 
-def run_silver_table(
-    store: TableStore,
-    spec: SilverTable,
-    run_date: date,
-    *,
-    metrics: list[tuple[object, ...]],
-    recorded_at: datetime,
-    writes: list[Callable[[], None]] | None = None,
-) -> SilverTableResult:
-    """Process one table's batch; append its dq_metrics rows to ``metrics`` (also when it fails).
+@dataclass
+class _TablePlan:
+    """One table's batch, planned and not yet run: every figure the checks need is a column of
+    ``query`` (one row, columns prefixed per table), so that the whole layer's checks are fetched
+    in a single query, whatever the number of tables."""
 
-    Everything is checked before anything is written. ``writes``: where to leave the table's writes
-    (the quarantine slice and the merge) for the caller to run once every table has passed its
-    checks; None: run them here."""
-    own: list[Callable[[], None]] = []
+    spec: SilverTable
+    prefix: str
+    expectations: tuple[dq.Expectation, ...]
+    checked: DataFrame  # cleaned bronze rows of the batch with their check columns
+    rejected: DataFrame  # what goes to the quarantine slice
+    out_checked: DataFrame | None  # the planned rows with the output expectations' check columns
+    merge: PreparedMerge | None  # None: nothing to merge (no good row, first delivery)
+    query: DataFrame
+
+    def counts(self, row: Row) -> dq.CheckCounts:
+        return dq.counts_from_row(row, self.expectations, prefix=f"{self.prefix}in_")
+
+    def output_counts(self, row: Row) -> dq.CheckCounts | None:
+        if self.out_checked is None:
+            return None
+        return dq.counts_from_row(row, self.spec.output_expectations, prefix=f"{self.prefix}out_")
+
+    def written_and_superseded(self, row: Row) -> tuple[int, int]:
+        return int(row[f"{self.prefix}written"] or 0), int(row[f"{self.prefix}superseded"] or 0)
+
+
+def _plan_table(store: TableStore, spec: SilverTable, run_date: date, *, prefix: str) -> _TablePlan:
+    """Plan one table's batch: clean and check it, plan its quarantine slice and its merge, and the
+    one-row query of its checks (rows in, violations, conservation, what the merge would do)."""
     bronze_ref = store.ref("bronze", spec.name)
     if store.exists(bronze_ref):
         bronze = store.read(bronze_ref)
     else:  # never delivered so far: an empty batch, so that the silver tables exist for gold
         bronze = store.spark.createDataFrame([], bronze_schema(SOURCES[spec.name]))
     target = store.ref("silver", spec.name)
-    quarantine = store.ref("silver", spec.name + QUARANTINE_SUFFIX)
     where = batch_predicate(run_date)
     expectations = spec.expectations(run_date)
+
+    cleaned = bronze.filter(where).transform(spec.clean)
+    checked = materialize(cleaned.transform(dq.check(expectations)))
+    queries = [dq.violations_query(checked, expectations, prefix=f"{prefix}in_")]
+    rejected = checked.filter(dq.is_quarantined()).select(
+        f"{RAW}.*", *LINEAGE, F.array_join(dq.QUARANTINE_REASONS, "; ").alias("_reasons")
+    )
+    good = checked.filter(~dq.is_quarantined()).transform(dq.drop_checks(expectations)).drop(RAW)
+
+    exists = store.exists(target)
+    # A batch whose slice already holds rows is a re-run or a re-delivery: this delivery replaces
+    # the earlier one, so the keys only the earlier one had fall back to other batches' rows.
+    redelivered = exists and not store.slice_is_empty(target, where)
+    candidates = good.transform(latest_per_key(keys=spec.keys, recency=spec.recency))
+    if spec.versioned:
+        candidates = candidates.withColumn("prd_end_dt", F.lit(None).cast("date"))
+    columns = good.columns  # known since latest_per_key read it: no round trip
+    if spec.versioned and "prd_end_dt" not in columns:
+        columns = [*columns, "prd_end_dt"]  # as withColumn added it
+    stored = store.read(target) if exists else None
+    replaced = earlier = None
+    if stored is not None and redelivered:
+        replaced = materialize(stored.filter(where).select(*spec.keys))
+        earlier = _earlier_rows(bronze, spec, expectations, where=where, keys=replaced)
+    plan = plan_merge(spec, candidates, stored, columns=columns, where=where, replaced=replaced, earlier=earlier)
+    source = materialize(plan.upserts)
+    deletes = materialize(plan.deletes) if plan.deletes is not None else None
+    out_checked = None
+    if spec.output_expectations:
+        out_checked = source.transform(dq.check(spec.output_expectations))
+        queries.append(dq.violations_query(out_checked, spec.output_expectations, prefix=f"{prefix}out_"))
+    # The conservation law, on the planned state: checked before anything is committed.
+    queries.append(_written_and_superseded(good, planned=source, spec=spec, where=where, prefix=prefix))
+    merge = store.prepare_merge(
+        source, target, keys=spec.keys, slice_column="_batch_date", deletes=deletes, prefix=f"{prefix}merge_"
+    )
+    if merge.effect_query is not None:
+        queries.append(merge.effect_query)
+    return _TablePlan(
+        spec,
+        prefix,
+        expectations,
+        checked,
+        rejected,
+        out_checked,
+        merge,
+        functools.reduce(DataFrame.crossJoin, queries),
+    )
+
+
+def _decide(
+    plan: _TablePlan,
+    row: Row,
+    *,
+    store: TableStore,
+    run_date: date,
+    metrics: list[tuple[object, ...]],
+    recorded_at: datetime,
+    writes: list[Callable[[], None]],
+) -> SilverTableResult:
+    """Check one planned table on the fetched figures: record its dq_metrics rows (also when it
+    fails), raise on a breached expectation or a broken conservation law, else leave its writes
+    (the quarantine slice, then the merge) in ``writes``."""
+    spec = plan.spec
+    counts = plan.counts(row)
+    results = counts.results
 
     def record(results: list[dq.ExpectationResult], *, written: int, superseded: int) -> None:
         rows = dq.metrics_rows(
@@ -148,10 +228,6 @@ def run_silver_table(
         )
         metrics.extend(rows)
 
-    cleaned = bronze.filter(where).transform(spec.clean)
-    checked = materialize(cleaned.transform(dq.check(expectations)))
-    counts = dq.count_violations(checked, expectations)
-    results = counts.results
     log.info("silver expectations\n%s", dq.summary(spec.name, counts.rows_in, results))
     breached = [r for r in results if r.breached]
     if breached and store.settings.dq_enforce:  # record what was seen, then fail before anything is written
@@ -160,73 +236,42 @@ def run_silver_table(
             spec.name,
             rows_in=counts.rows_in,
             results=results,
-            samples=dq.sample_keys(checked, spec.keys, breached, line_column="_line_number"),
+            samples=dq.sample_keys(plan.checked, spec.keys, breached, line_column="_line_number"),
         )
     dq.raise_if_breached(spec.name, rows_in=counts.rows_in, results=results, samples={}, enforce=False)
-
-    rejected = checked.filter(dq.is_quarantined()).select(
-        f"{RAW}.*", *LINEAGE, F.array_join(dq.QUARANTINE_REASONS, "; ").alias("_reasons")
-    )
-
-    good = checked.filter(~dq.is_quarantined()).transform(dq.drop_checks(expectations)).drop(RAW)
-    written = superseded = 0
-    exists = store.exists(target)
-    # A batch whose slice already holds rows is a re-run or a re-delivery: this delivery replaces
-    # the earlier one, so the keys only the earlier one had fall back to other batches' rows.
-    redelivered = exists and not store.slice_is_empty(target, where)
-    if counts.rows_in > counts.quarantined or redelivered or not exists:
-        candidates = good.transform(latest_per_key(keys=spec.keys, recency=spec.recency))
-        if spec.versioned:
-            candidates = candidates.withColumn("prd_end_dt", F.lit(None).cast("date"))
-        stored = store.read(target) if exists else None
-        replaced = earlier = None
-        if stored is not None and redelivered:
-            replaced = materialize(stored.filter(where).select(*spec.keys))
-            earlier = _earlier_rows(bronze, spec, expectations, where=where, keys=replaced)
-        columns = good.columns  # known since latest_per_key read it: no round trip
-        if spec.versioned and "prd_end_dt" not in columns:
-            columns = [*columns, "prd_end_dt"]  # as withColumn added it
-        plan = plan_merge(spec, candidates, stored, columns=columns, where=where, replaced=replaced, earlier=earlier)
-        source = materialize(plan.upserts)
-        deletes = materialize(plan.deletes) if plan.deletes is not None else None
-        if spec.output_expectations:
-            out_checked = source.transform(dq.check(spec.output_expectations))
-            out = dq.count_violations(out_checked, spec.output_expectations)
-            results = [*results, *out.results]
-            if any(r.breached for r in out.results):  # integrity (keys, versions): always enforced
-                record(results, written=0, superseded=0)
-                dq.raise_if_breached(
-                    spec.name,
-                    rows_in=out.rows_in,
-                    results=out.results,
-                    samples=dq.sample_keys(out_checked, spec.keys, out.results, line_column="_line_number"),
-                )
-        # The conservation law, on the planned state: checked before anything is committed.
-        written, superseded = _written_and_superseded(good, planned=source, spec=spec, where=where)
-        if counts.rows_in != written + counts.quarantined + superseded:
-            record(results, written=written, superseded=superseded)
-            raise ConservationError(
-                f"silver {spec.name} batch {run_date}: {counts.rows_in} bronze rows but {written} in silver + "
-                f"{counts.quarantined} quarantined + {superseded} superseded; nothing was written."
+    out = plan.output_counts(row)
+    if out is not None and plan.out_checked is not None:
+        results = [*results, *out.results]
+        if any(r.breached for r in out.results):  # integrity (keys, versions): always enforced
+            record(results, written=0, superseded=0)
+            dq.raise_if_breached(
+                spec.name,
+                rows_in=out.rows_in,
+                results=out.results,
+                samples=dq.sample_keys(plan.out_checked, spec.keys, out.results, line_column="_line_number"),
             )
-        own.append(
-            functools.partial(store.merge, source, target, keys=spec.keys, slice_column="_batch_date", deletes=deletes)
+    written, superseded = plan.written_and_superseded(row)
+    if counts.rows_in != written + counts.quarantined + superseded:
+        record(results, written=written, superseded=superseded)
+        raise ConservationError(
+            f"silver {spec.name} batch {run_date}: {counts.rows_in} bronze rows but {written} in silver + "
+            f"{counts.quarantined} quarantined + {superseded} superseded; nothing was written."
         )
-    quarantined = functools.partial(
-        store.replace_slice,
-        rejected,
-        quarantine,
-        where=where,
-        partition_by=("_batch_date",),
-        known_empty=counts.quarantined == 0,
-    )
-    own.insert(0, quarantined)
     record(results, written=written, superseded=superseded)
-    if writes is None:
-        for write in own:
-            write()
-    else:
-        writes.extend(own)
+    writes.append(
+        functools.partial(
+            store.replace_slice,
+            plan.rejected,
+            store.ref("silver", spec.name + QUARANTINE_SUFFIX),
+            where=batch_predicate(run_date),
+            partition_by=("_batch_date",),
+            known_empty=counts.quarantined == 0,
+        )
+    )
+    if plan.merge is not None:
+        merge = plan.merge
+        effect = merge.effect(row) if merge.effect_query is not None else None
+        writes.append(functools.partial(store.execute_merge, merge, effect))
     result = SilverTableResult(
         spec.name,
         counts.rows_in,
@@ -239,10 +284,12 @@ def run_silver_table(
     return result
 
 
-def _written_and_superseded(good: DataFrame, *, planned: DataFrame, spec: SilverTable, where: str) -> tuple[int, int]:
-    """From the planned final rows of the batch's keys, in one query: rows of the batch that will be
-    in the table, and rows of the batch that passed the checks but whose key will hold another
-    (more recent) version.
+def _written_and_superseded(
+    good: DataFrame, *, planned: DataFrame, spec: SilverTable, where: str, prefix: str = ""
+) -> DataFrame:
+    """One row, from the planned final rows of the batch's keys: ``written``, rows of the batch that
+    will be in the table, and ``superseded``, rows of the batch that passed the checks but whose
+    key will hold another (more recent) version (columns named after ``prefix``).
 
     A row whose key is not planned at all is *not* counted as superseded: it would go missing, and
     the conservation check must catch it.
@@ -253,8 +300,10 @@ def _written_and_superseded(good: DataFrame, *, planned: DataFrame, spec: Silver
     lost = joined.filter(
         (F.col("_w_batch_date") != F.col("_batch_date")) | (F.col("_w_line_number") != F.col("_line_number"))
     ).select(F.lit(0).alias("_written"), F.lit(1).alias("_superseded"))
-    row = written.unionByName(lost).agg(F.sum("_written").alias("w"), F.sum("_superseded").alias("s")).first()
-    return (int(row["w"] or 0), int(row["s"] or 0)) if row else (0, 0)
+    return written.unionByName(lost).agg(
+        F.coalesce(F.sum("_written"), F.lit(0)).alias(f"{prefix}written"),
+        F.coalesce(F.sum("_superseded"), F.lit(0)).alias(f"{prefix}superseded"),
+    )
 
 
 def _earlier_rows(
@@ -272,6 +321,9 @@ def _earlier_rows(
 def run_silver(
     spark: SparkSession, settings: Settings, run_date: date, *, tables: Iterable[str] | None = None
 ) -> list[SilverTableResult]:
+    """Run the layer's batch: every table is planned, the checks of all of them are fetched in one
+    query, every table is checked, and only then is anything written (a failed check leaves the
+    layer as it was)."""
     store = TableStore(spark, settings)
     recorded_at = datetime.now(UTC)
     results: list[SilverTableResult] = []
@@ -281,12 +333,21 @@ def run_silver(
     # One writer of the layer's tables from the first read to the last commit (see TableStore).
     with store.writing([*written, store.ref("silver", METRICS_TABLE)]):
         try:
-            # Every table is checked before any is written: a failed check leaves the layer as it was.
+            plans = [_plan_table(store, SILVER_TABLES[n], run_date, prefix=f"t{i}_") for i, n in enumerate(names)]
+            row = functools.reduce(DataFrame.crossJoin, [p.query for p in plans]).first()
+            assert row is not None
             writes: list[Callable[[], None]] = []
-            for name in names:
-                spec = SILVER_TABLES[name]
+            for plan in plans:
                 results.append(
-                    run_silver_table(store, spec, run_date, metrics=metrics, recorded_at=recorded_at, writes=writes)
+                    _decide(
+                        plan,
+                        row,
+                        store=store,
+                        run_date=run_date,
+                        metrics=metrics,
+                        recorded_at=recorded_at,
+                        writes=writes,
+                    )
                 )
             for write in writes:
                 write()

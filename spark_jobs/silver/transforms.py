@@ -7,7 +7,7 @@ original text fields, so that a quarantined row keeps exactly what arrived.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
@@ -145,8 +145,11 @@ def clean_erp_px_cat_g1v2(bronze: DataFrame) -> DataFrame:
     return _with_raw(bronze, "erp_px_cat_g1v2", *[_text(c).alias(c) for c in columns])
 
 
-def latest_per_key(*, keys: tuple[str, ...], recency: tuple[str, ...]) -> Callable[[DataFrame], DataFrame]:
-    """Keep the most recent row per key (``recency``: SQL expressions, greatest = newest).
+def latest_per_key(
+    *, keys: tuple[str, ...], recency: tuple[str, ...], columns: Sequence[str] | None = None
+) -> Callable[[DataFrame], DataFrame]:
+    """Keep the most recent row per key (``recency``: SQL expressions, greatest = newest), in the
+    input's column order (``columns``, when the caller knows them: else asked of the engine).
 
     Duplicates are rare, so only the rows whose key occurs more than once go through the ranking
     window (a window over every row costs ~5x a grouping on the embedded engine).
@@ -159,6 +162,6 @@ def latest_per_key(*, keys: tuple[str, ...], recency: tuple[str, ...]) -> Callab
         rank = F.row_number().over(Window.partitionBy(*keys).orderBy(*order))
         ranked = df.join(dup_keys, list(keys), "left_semi").withColumn("_rank", rank)
         latest = ranked.filter(F.col("_rank") == 1).drop("_rank")
-        return unique_rows.unionByName(latest).select(*df.columns)
+        return unique_rows.unionByName(latest).select(*(columns or df.columns))
 
     return transform
