@@ -13,6 +13,8 @@ timed runs after an untimed one (this VM is noisy):
   (which adds ~2 s of interpreter, imports and session start on the pipeline side);
 * incremental: one new day on top of 30 days of history vs the same day on empty tables
   (alternating runs in one warm process), and the round trips of each;
+* long history: ``--long-days`` (120) days run in order on the same tables in one process, as the
+  scheduler runs them: the median daily wall of days 26-30 vs days 116-120 (flat or not);
 * engines: the shipped jobs (bronze, silver, gold on Delta) at SF1 on classic JVM Spark vs Sail.
   Classic Spark needs the delta-spark jars (``LAKEHOUSE_DELTA_JARS``); without them, as on these
   machines (no Maven Central), the comparison says so and measures nothing: no stand-in pipeline.
@@ -29,6 +31,7 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -99,6 +102,7 @@ def main() -> None:
         "--repeat", type=int, default=5, help="timed runs of each measurement after an untimed one (medians reported)"
     )
     p.add_argument("--skip-jvm", action="store_true", help="skip the classic JVM Spark comparison")
+    p.add_argument("--long-days", type=int, default=120, help="days of the long-history run (0 skips it)")
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--profile", action="store_true", help="only profile one daily run (pyinstrument + round trips)")
     args = p.parse_args()
@@ -170,6 +174,21 @@ def main() -> None:
         print(f"  Spark Connect round trips, {kind.replace('_', ' ')}: {trips['total']} "
               f"(bronze {trips['bronze']}, silver {trips['silver']}, gold {trips['gold']})")  # fmt: skip
 
+    day30_vs_last = None
+    if args.long_days >= 35:
+        n_long = args.long_days
+        landing = _data(1, n_long - 1, args.seed)
+        long_days = [day0 + timedelta(days=i) for i in range(n_long)]
+        print(f"\nLong history (SF1): {n_long} days in order on the same tables, one process:", flush=True)
+        hist = _worker("history", engine="sail", landing=landing, days=long_days)
+        secs = hist["seconds"]
+        early, late = statistics.median(secs[25:30]), statistics.median(secs[-5:])
+        day30_vs_last = late / early
+        report["long_history"] = {**hist, "day30_s": early, "last_s": late, "ratio": day30_vs_last}
+        print(f"  day 30 (median of days 26-30): {early:.2f}s   day {n_long} (median of the last 5): {late:.2f}s   "
+              f"ratio {day30_vs_last:.2f}   round trips day 30: {hist['round_trips'][29]}, day {n_long}: "
+              f"{hist['round_trips'][-1]}   peak RSS {hist['peak_rss_mb']:.0f} MB")  # fmt: skip
+
     sail_vs_jvm = None
     if not args.skip_jvm:
         landing = _data(1, 0, args.seed)
@@ -206,6 +225,7 @@ def main() -> None:
         f"round_trips_first_load={first_load['total']} "
         f"round_trips_daily={report['incremental']['round_trips']['on_top']['total']} "
         f"sf10_total_s={sf10['total_s'] if sf10 else float('nan'):.2f} "
+        f"day_last_vs_day30={day30_vs_last if day30_vs_last is not None else float('nan'):.2f} "
         f"sail_vs_jvm={sail_vs_jvm if sail_vs_jvm is not None else float('nan'):.2f} "
         f"peak_rss_mb={max(r['peak_rss_mb'] for r in report['scales']):.0f}"
     )

@@ -183,6 +183,27 @@ def incremental(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def history(args: argparse.Namespace) -> dict[str, Any]:
+    """Every day of ``--days`` in order on the same tables, in one warm process, as a scheduler runs
+    them: the wall time and round trips of each day, to see whether a daily run stays flat as
+    history grows (``--repeat`` is not used: each day is one sample)."""
+    landing, root = Path(args.landing), Path(args.tables)
+    days = [date.fromisoformat(d) for d in args.days.split(",")]
+    settings = _settings(args.engine, landing, root / "long")
+    spark = get_spark(settings)
+    spark.range(10).count()
+    seconds: list[float] = []
+    trips: list[int] = []
+    for day in days:
+        with counting() as counts:
+            t0 = time.perf_counter()
+            run_layers(spark, settings, day)
+            seconds.append(time.perf_counter() - t0)
+        trips.append(total(counts))
+    return {"engine": args.engine, "days": [d.isoformat() for d in days], "seconds": seconds, "round_trips": trips,
+            "peak_rss_mb": _peak_rss_mb()}  # fmt: skip
+
+
 def duckdb_reference(args: argparse.Namespace) -> dict[str, Any]:
     """The DuckDB reference (``bench/duckdb_reference.py``) on the last day of ``--days``: one untimed
     run, then ``--repeat`` timed ones, each writing fresh Delta tables; medians of wall and CPU."""
@@ -267,7 +288,7 @@ def profile(args: argparse.Namespace) -> dict[str, Any]:
 
 def main() -> None:
     p = argparse.ArgumentParser()
-    p.add_argument("mode", choices=["pipeline", "incremental", "duckdb", "profile"])
+    p.add_argument("mode", choices=["pipeline", "incremental", "history", "duckdb", "profile"])
     p.add_argument("--engine", default="sail")
     p.add_argument("--landing", required=True)
     p.add_argument("--tables", required=True)
@@ -279,6 +300,7 @@ def main() -> None:
     modes = {
         "pipeline": pipeline,
         "incremental": incremental,
+        "history": history,
         "duckdb": duckdb_reference,
         "profile": profile,
     }

@@ -229,18 +229,12 @@ def _task_process(ti_id: str) -> int | None:
 
 def test_a_retry_cancels_and_waits_for_a_run_that_outlived_its_task(lakehouse):
     """The worker dies while its Databricks run goes on (a hang): the retry must not submit next to it."""
-    # The previous test's backfill run is "success" a moment before its last task process exits and
-    # the scheduler marks the backfill completed; a clear inside that window was never scheduled
-    # (seen twice: no new try for 300 s). Start from a settled instance.
-    lakehouse.airflow.wait(
-        "the reprocess backfill to be marked completed",
-        lambda: not lakehouse.airflow.sql("SELECT 1 FROM backfill WHERE completed_at IS NULL"),
-        120,
-    )
     before, (_, clears) = lakehouse.databricks_runs(), lakehouse.day_run(LAST)
     lakehouse.set_faults([{"task": "bronze", "action": "hang", "times": 1}])
+    # Airflow 3.3's ``tasks clear --task-regex`` is a plain substring match, not a regex (apache/airflow
+    # #72941, open): "^bronze$" clears nothing, silently. "bronze" is in no other task id.
     lakehouse.airflow.airflow(
-        "tasks", "clear", DAG_ID, "--task-regex", "^bronze$", "--start-date", f"{LAST}T03:00:00+00:00",
+        "tasks", "clear", DAG_ID, "--task-regex", "bronze", "--start-date", f"{LAST}T03:00:00+00:00",
         "--end-date", f"{LAST}T03:00:00+00:00", "--yes",
     )  # fmt: skip
 
