@@ -137,6 +137,8 @@ def _build(job: _Gold, run_date: date, *, rebuild: bool) -> list[GoldTableResult
         .filter(F.expr(batch) | F.col("_by_erp").isNotNull())
         .drop("_erp_cid", "_by_erp")
     )
+    # The touched sets and the sales lines are each used by two plans: computed once.
+    touched_customers = materialize(touched_customers)
     results = [
         job.merge(
             DIM_CUSTOMERS, DIM_CUSTOMERS.build(touched_customers, demographics=az12, locations=loc), rebuild=rebuild
@@ -144,7 +146,7 @@ def _build(job: _Gold, run_date: date, *, rebuild: bool) -> list[GoldTableResult
     ]
 
     new_cats = cats.filter(batch).select(F.col("id").alias("cat_id"))
-    touched_keys = (
+    touched_keys = materialize(
         prd.filter(batch)
         .select("prd_key")
         .unionByName(prd.join(new_cats, "cat_id", "left_semi").select("prd_key"))
