@@ -15,12 +15,13 @@ Counts go to a ``dq_metrics`` Delta table, keyed by run date, layer, table and e
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from enum import StrEnum
+from typing import Any
 
-from pyspark.sql import Column, DataFrame, Row
+from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.types import DateType, LongType, StringType, StructField, StructType, TimestampType
 
@@ -137,7 +138,7 @@ def violations_query(checked: DataFrame, expectations: Sequence[Expectation], *,
     return checked.agg(*aggs)
 
 
-def counts_from_row(row: Row, expectations: Sequence[Expectation], *, prefix: str = "") -> CheckCounts:
+def counts_from_row(row: Mapping[str, Any], expectations: Sequence[Expectation], *, prefix: str = "") -> CheckCounts:
     """The :class:`CheckCounts` in a row of :func:`violations_query` (same ``prefix``)."""
     rows_in = int(row[f"{prefix}rows_in"] or 0)
     results = [ExpectationResult(e, rows_in, int(row[f"{prefix}v{i}"] or 0)) for i, e in enumerate(expectations)]
@@ -146,7 +147,7 @@ def counts_from_row(row: Row, expectations: Sequence[Expectation], *, prefix: st
 
 def count_violations(checked: DataFrame, expectations: Sequence[Expectation]) -> CheckCounts:
     """Rows in, rows to quarantine and per-expectation violation counts, in one pass over ``checked``."""
-    return counts_from_row(violations_query(checked, expectations).collect()[0], expectations)
+    return counts_from_row(violations_query(checked, expectations).collect()[0].asDict(), expectations)
 
 
 def sample_keys(

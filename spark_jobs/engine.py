@@ -14,12 +14,17 @@ Jobs use only what runs on Spark Connect: the DataFrame API and Spark SQL.
 from __future__ import annotations
 
 import atexit
+import functools
 import logging
 import os
 import shutil
 import tempfile
 import threading
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
+
+from pyspark.sql import functions as F
+from pyspark.sql.types import StructType
 
 from spark_jobs.errors import EngineUnavailableError, SettingsError
 from spark_jobs.settings import Engine, Settings
@@ -72,6 +77,34 @@ def materialize(df: DataFrame) -> DataFrame:
     except Exception as exc:
         log.debug("localCheckpoint unavailable (%s); the plan will be recomputed", exc)
         return df
+
+
+def schemas_of(dfs: Sequence[DataFrame]) -> list[StructType]:
+    """The schemas of ``dfs`` in ONE round trip (asking each plan for its own is one per plan): the
+    plans are analysed together, each as one struct column of a cross join that is never run."""
+    if not dfs:
+        return []
+    wrapped = [df.select(F.struct("*").alias(f"_p{i}")) for i, df in enumerate(dfs)]
+    probe = functools.reduce(lambda a, b: a.crossJoin(b), wrapped)
+    schemas = []
+    for field in probe.schema.fields:
+        assert isinstance(field.dataType, StructType)
+        schemas.append(field.dataType)
+    return schemas
+
+
+def fetch_one(query: DataFrame, *, probes: Sequence[DataFrame] = ()) -> tuple[dict[str, Any], list[StructType]]:
+    """The values of the one-row ``query`` and the schemas of the ``probes`` (plans that are not
+    run, e.g. the DataFrames a job is about to write), in three round trips whatever their number:
+    one analysis of all the probes (:func:`schemas_of`), the execution and the client's read of a
+    setting that ``first()`` makes. (Putting the probes in the query, as empty aggregates, saves the
+    analysis but costs more than it on Sail (0.7.2): it runs them, and analyses the whole query.)
+    """
+    schemas = schemas_of(probes)
+    row = query.first()
+    if row is None:
+        raise ValueError("expected a one-row query, got no row")
+    return row.asDict(), schemas
 
 
 def supports_delta(spark: SparkSession) -> bool:

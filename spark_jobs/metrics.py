@@ -18,4 +18,5 @@ def write_metrics(store: TableStore, *, layer: str, run_date: date, rows: list[t
     df = store.spark.createDataFrame(rows, dq.METRICS_SCHEMA)
     in_list = ", ".join(f"'{t}'" for t in tables)
     where = f"run_date = DATE'{run_date.isoformat()}' AND table_name IN ({in_list})"
-    store.replace_slice(df, store.ref(layer, METRICS_TABLE), where=where, partition_by=("run_date",))
+    table = store.ref(layer, METRICS_TABLE)
+    store.replace_slice(df, table, where=where, partition_by=("run_date",), schema=dq.METRICS_SCHEMA)

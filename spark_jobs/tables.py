@@ -14,16 +14,16 @@ write to the commit; a catalog table is never blind-appended to (see ``table_hom
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pyspark.sql import functions as F
 
 from spark_jobs import local_upkeep, table_locks
-from spark_jobs.engine import materialize, supports_delta
+from spark_jobs.engine import fetch_one, materialize, supports_delta
 from spark_jobs.errors import EngineUnavailableError, SchemaMismatchError
 from spark_jobs.settings import Settings, TableRef
 from spark_jobs.table_homes import TableHome, home_for
@@ -41,7 +41,7 @@ from spark_jobs.write_plan import (
 )
 
 if TYPE_CHECKING:
-    from pyspark.sql import DataFrame, Row, SparkSession
+    from pyspark.sql import DataFrame, SparkSession
     from pyspark.sql.types import StructType
 
 log = logging.getLogger(__name__)
@@ -69,9 +69,11 @@ def schema_differences(*, expected: StructType, actual: StructType) -> list[str]
     return problems
 
 
-def assert_schema(df: DataFrame, expected: StructType, *, what: str) -> None:
-    """Raise :class:`SchemaMismatchError` naming ``what`` if ``df`` does not match ``expected``."""
-    problems = schema_differences(expected=expected, actual=df.schema)
+def assert_schema(df: DataFrame, expected: StructType, *, what: str, actual: StructType | None = None) -> None:
+    """Raise :class:`SchemaMismatchError` naming ``what`` if ``df`` does not match ``expected``.
+    ``actual``: ``df``'s schema when the caller has it (see ``engine.schemas_of``), else it is asked
+    of the engine (one round trip)."""
+    problems = schema_differences(expected=expected, actual=actual if actual is not None else df.schema)
     if problems:
         raise SchemaMismatchError(f"schema mismatch for {what}: " + "; ".join(problems))
 
@@ -90,8 +92,10 @@ class PreparedMerge:
     slice_column: str | None
     effect_query: DataFrame | None  # one row (see ``write_plan.effect_query``); None: the table is new
     prefix: str
+    columns: tuple[str, ...] = ()  # ``df``'s columns (known when the table exists)
+    schema_checked: bool = False  # whether ``df``'s schema was checked against the table's
 
-    def effect(self, row: Row) -> MergeEffect:
+    def effect(self, row: Mapping[str, Any]) -> MergeEffect:
         """The effect of the merge, read from a row holding ``effect_query``'s columns."""
         return effect_from_row(row, slice_column=self.slice_column, prefix=self.prefix)
 
@@ -144,6 +148,7 @@ class TableStore:
         where: str,
         partition_by: tuple[str, ...] = (),
         known_empty: bool = False,
+        schema: StructType | None = None,
     ) -> None:
         """Overwrite the rows of ``table`` matching ``where`` with ``df`` (create the table if new).
 
@@ -151,20 +156,21 @@ class TableStore:
         so the check happens here, before anything is written. ``known_empty``: the caller knows
         ``df`` has no rows, so the write is skipped when the slice is already empty. A still empty
         slice (a new batch) is appended to where the table's home allows it (``slice_path``).
+        ``schema``: ``df``'s schema when the caller already has it (it is checked all the same).
         """
         self._require_delta()
         with self.writing([table]):
             exists = self.home.exists(table)
             slice_empty = False
             if exists:
-                schema, slice_empty = self.home.stored_state(table, where)
+                stored, slice_empty = self.home.stored_state(table, where)
             path = slice_path(
                 exists=exists, slice_empty=slice_empty, known_empty=known_empty, blind_appends=self.home.blind_appends
             )
             if path is SlicePath.SKIP:
                 return
             if path is not SlicePath.CREATE:
-                assert_schema(df, schema, what=f"table {table}")
+                assert_schema(df, stored, what=f"table {table}", actual=schema)
             writer = df.write.format("delta")
             if path is SlicePath.CREATE:
                 log.info("creating table %s", table)
@@ -214,9 +220,7 @@ class TableStore:
             )
             effect = None
             if prepared.effect_query is not None:
-                row = prepared.effect_query.first()
-                assert row is not None
-                effect = prepared.effect(row)
+                effect = prepared.effect(fetch_one(prepared.effect_query)[0])
             self.execute_merge(prepared, effect)
 
     def prepare_merge(
@@ -230,37 +234,78 @@ class TableStore:
         slice_column: str | None = None,
         deletes: DataFrame | None = None,
         prefix: str = "",
+        columns: Sequence[str] | None = None,
     ) -> PreparedMerge:
-        """Check ``df`` against the table and plan the :meth:`merge`, without running it: the plan's
-        ``effect_query`` (None for a new table) is one row, with columns named after ``prefix``, that
-        a caller may fetch together with other one-row queries, then hand the :class:`MergeEffect`
-        read from it to :meth:`execute_merge`. The caller holds :meth:`writing` from here to the
-        execution, so that the effect still holds when the write is made."""
+        """Plan the :meth:`merge`, without running it: the plan's ``effect_query`` (None for a new
+        table) is one row, with columns named after ``prefix``, that a caller may fetch together with
+        other one-row queries, then hand the :class:`MergeEffect` read from it to
+        :meth:`execute_merge`. The caller holds :meth:`writing` from here to the execution, so that
+        the effect still holds when the write is made.
+
+        ``columns``: ``df``'s columns when the caller knows them; its schema is then checked against
+        the table's by :meth:`execute_merge` (with the schema the caller fetched, see
+        ``engine.fetch_one``), else it is asked of the engine and checked here."""
         self._require_delta()
         if not self.home.exists(table):
             return PreparedMerge(table, df, None, None, keys, update_when, partition_by, slice_column, None, prefix)
         stored = self.home.read(table)
-        assert_schema(df, self.home.stored_state(table)[0], what=f"table {table}")
-        source = flagged_source(df, deletes, keys)
+        schema = None
+        if columns is None:
+            schema = df.schema
+            self.check_schema(table, schema)
+            columns = schema.fieldNames()
+        source = flagged_source(df, deletes, keys, schema=schema)
         query = effect_query(
             source,
             stored=stored,
             keys=keys,
             update_when=update_when,
-            columns=df.columns,
+            columns=columns,
             slice_column=slice_column,
             prefix=prefix,
         )
-        return PreparedMerge(table, df, source, stored, keys, update_when, partition_by, slice_column, query, prefix)
+        return PreparedMerge(
+            table,
+            df,
+            source,
+            stored,
+            keys,
+            update_when,
+            partition_by,
+            slice_column,
+            query,
+            prefix,
+            tuple(columns),
+            schema is not None,
+        )
 
-    def execute_merge(self, prepared: PreparedMerge, effect: MergeEffect | None) -> None:
-        """Write a :meth:`prepare_merge` plan whose effect is ``effect`` (None: the table is new)."""
+    def stored_schema(self, table: TableRef) -> StructType | None:
+        """The schema of ``table`` (None: no such table yet), from its home (locally the Delta log:
+        no engine round trip)."""
+        return self.home.stored_state(table)[0] if self.home.exists(table) else None
+
+    def check_schema(self, table: TableRef, actual: StructType) -> None:
+        """Raise :class:`SchemaMismatchError` if ``actual`` (a DataFrame's schema) does not match the
+        existing ``table``'s (nothing to check for a new table); read from the table's home, no
+        engine round trip locally."""
+        if self.home.exists(table):
+            problems = schema_differences(expected=self.home.stored_state(table)[0], actual=actual)
+            if problems:
+                raise SchemaMismatchError(f"schema mismatch for table {table}: " + "; ".join(problems))
+
+    def execute_merge(
+        self, prepared: PreparedMerge, effect: MergeEffect | None, *, schema: StructType | None = None
+    ) -> None:
+        """Write a :meth:`prepare_merge` plan whose effect is ``effect`` (None: the table is new).
+        ``schema``: the plan's ``df``'s, when the caller fetched it (else asked, if not checked yet)."""
         p = prepared
         with self.writing([p.table]):
             if p.source is None or p.stored is None:
-                self.replace_slice(p.df, p.table, where="true", partition_by=p.partition_by)
+                self.replace_slice(p.df, p.table, where="true", partition_by=p.partition_by, schema=schema)
                 return
             assert effect is not None
+            if not p.schema_checked:
+                self.check_schema(p.table, schema if schema is not None else p.df.schema)
             path = merge_path(effect, blind_appends=self.home.blind_appends, slice_column=p.slice_column)
             log.info("merge into %s: %s -> %s", p.table, effect, path)
             if path is MergePath.NOTHING:
@@ -272,7 +317,7 @@ class TableStore:
                 assert effect.slices and p.slice_column
                 self._rewrite_slices(p, slices=effect.slices)
             else:
-                self._merge_into(p.source, p.table, keys=p.keys, update_when=p.update_when, columns=p.df.columns)
+                self._merge_into(p.source, p.table, keys=p.keys, update_when=p.update_when, columns=p.columns)
             self.home.after_rewrite(p.table)
 
     def _rewrite_slices(self, p: PreparedMerge, *, slices: tuple[date, ...]) -> None:
@@ -280,16 +325,22 @@ class TableStore:
         assert p.source is not None and p.stored is not None and p.slice_column is not None
         where = " OR ".join(batch_predicate(d, p.slice_column) for d in slices)
         joined, new, changed, removed = classified(
-            p.source, stored=p.stored, keys=p.keys, update_when=p.update_when, columns=p.df.columns
+            p.source, stored=p.stored, keys=p.keys, update_when=p.update_when, columns=p.columns
         )
-        written = joined.filter(new | changed).select(*[F.col(f"s.{c}").alias(c) for c in p.df.columns])
+        written = joined.filter(new | changed).select(*[F.col(f"s.{c}").alias(c) for c in p.columns])
         gone = joined.filter(new | changed | removed).select(*[F.col(f"s.{k}").alias(k) for k in p.keys])
         kept = p.stored.filter(where).join(gone, list(p.keys), "left_anti")
         rows = materialize(kept.unionByName(written))  # read fully before the slices are replaced
         self.home.save(rows.write.format("delta").mode("overwrite").option("replaceWhere", where), p.table)
 
     def _merge_into(
-        self, source: DataFrame, table: TableRef, *, keys: tuple[str, ...], update_when: str | None, columns: list[str]
+        self,
+        source: DataFrame,
+        table: TableRef,
+        *,
+        keys: tuple[str, ...],
+        update_when: str | None,
+        columns: Sequence[str],
     ) -> None:
         view = f"_merge_source_{table.layer}_{table.name}"
         source.createOrReplaceTempView(view)

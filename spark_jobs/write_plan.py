@@ -8,17 +8,18 @@ make. The decisions are pure, so a test can state them; ``TableStore`` executes 
 from __future__ import annotations
 
 import operator
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
 from enum import StrEnum
 from functools import reduce
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pyspark.sql import functions as F
 
 if TYPE_CHECKING:
-    from pyspark.sql import Column, DataFrame, Row
+    from pyspark.sql import Column, DataFrame
+    from pyspark.sql.types import StructType
 
 DELETE = "_delete"  # flag column of a merge source: the key's stored row is deleted
 
@@ -82,16 +83,20 @@ def slice_path(*, exists: bool, slice_empty: bool, known_empty: bool, blind_appe
     return SlicePath.REPLACE
 
 
-def flagged_source(source: DataFrame, deletes: DataFrame | None, keys: tuple[str, ...]) -> DataFrame:
-    """``source`` plus the ``deletes`` keys, with a :data:`DELETE` flag saying which is which."""
+def flagged_source(
+    source: DataFrame, deletes: DataFrame | None, keys: tuple[str, ...], *, schema: StructType | None = None
+) -> DataFrame:
+    """``source`` plus the ``deletes`` keys, with a :data:`DELETE` flag saying which is which
+    (``schema``: ``source``'s, when the caller has it)."""
     upserts = source.withColumn(DELETE, F.lit(False))
     if deletes is None:
         return upserts
-    types = {f.name: f.dataType for f in source.schema.fields}
+    schema = schema if schema is not None else source.schema
+    types = {f.name: f.dataType for f in schema.fields}
     removed = deletes.select(
         *[
             F.col(c).cast(types[c]).alias(c) if c in keys else F.lit(None).cast(types[c]).alias(c)
-            for c in source.columns
+            for c in schema.fieldNames()
         ],
         F.lit(True).alias(DELETE),
     )
@@ -150,7 +155,7 @@ def effect_query(
     return joined.agg(*aggs)
 
 
-def effect_from_row(row: Row, *, slice_column: str | None, prefix: str = "") -> MergeEffect:
+def effect_from_row(row: Mapping[str, Any], *, slice_column: str | None, prefix: str = "") -> MergeEffect:
     """The :class:`MergeEffect` in a row of :func:`effect_query` (same ``slice_column`` and ``prefix``)."""
     slices = None
     if slice_column and not row[f"{prefix}null_slices"]:
@@ -179,4 +184,4 @@ def merge_effect(
     )
     row = query.first()
     assert row is not None
-    return effect_from_row(row, slice_column=slice_column)
+    return effect_from_row(row.asDict(), slice_column=slice_column)

@@ -7,6 +7,7 @@ Spark, used to prove the transforms have the same semantics on real Spark; tests
 
 from __future__ import annotations
 
+import atexit
 import email
 import email.policy
 import json
@@ -35,6 +36,31 @@ def _postgres_reachable() -> bool:
         return False
 
 
+def _own_postgres_database() -> str | None:
+    """A PostgreSQL database of this test process's own (dropped at its exit), so that test
+    processes running side by side (``make test`` runs two) never reset each other's Airflow
+    metadata; None where PostgreSQL does not run here."""
+    if not _postgres_reachable():
+        return None
+    import psycopg2
+
+    name = f"lakehouse_test_{os.getpid()}"
+
+    def run(statement: str) -> None:
+        conn = psycopg2.connect(host="127.0.0.1", port=5432, user="postgres", dbname="postgres")
+        conn.autocommit = True
+        try:
+            with conn.cursor() as cur:
+                cur.execute(statement)
+        finally:
+            conn.close()
+
+    run(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    run(f"CREATE DATABASE {name}")
+    atexit.register(run, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    return name
+
+
 # Airflow reads its configuration when first imported: set it before any test imports airflow.
 # Metadata DB: PostgreSQL (as in production) when it runs on this machine, else SQLite.
 _AIRFLOW_HOME = tempfile.mkdtemp(prefix="lakehouse-airflow-test-")
@@ -42,9 +68,10 @@ os.environ["AIRFLOW_HOME"] = _AIRFLOW_HOME
 os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(REPO_ROOT / "dags")
 os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
 if "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN" not in os.environ:
+    _database = _own_postgres_database()
     os.environ["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = (
-        "postgresql+psycopg2://postgres@127.0.0.1:5432/test"
-        if _postgres_reachable()
+        f"postgresql+psycopg2://postgres@127.0.0.1:5432/{_database}"
+        if _database
         else f"sqlite:///{_AIRFLOW_HOME}/airflow.db"
     )
 

@@ -9,12 +9,14 @@ from __future__ import annotations
 import functools
 import logging
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
+from typing import Any
 
-from pyspark.sql import DataFrame, Row, SparkSession
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
+from pyspark.sql.types import StructType
 
 from spark_jobs.bronze.parse import Ingestion, bronze_records, parse_csv_lines, quarantined_lines
 from spark_jobs.contracts import (
@@ -26,7 +28,7 @@ from spark_jobs.contracts import (
     REASON,
     bronze_schema,
 )
-from spark_jobs.engine import materialize
+from spark_jobs.engine import fetch_one, materialize
 from spark_jobs.errors import EmptyRedeliveryError
 from spark_jobs.landing import FileInfo, find_source_file, header_positions, inspect_file
 from spark_jobs.settings import Settings, TableRef
@@ -40,6 +42,10 @@ log = logging.getLogger(__name__)
 # (SF10 sales, 39 MB: bronze 3.1 -> 2.45 s on 2 cores). Smaller files skip the shuffle.
 PARSE_SPLIT_BYTES = 32 * 1024 * 1024
 MAX_PARSE_PARTITIONS = 64
+# The parsed lines are used three times (counted, then written as records and as rejects): a file
+# larger than this is parsed once and kept (a round trip to the engine); a smaller one, a daily
+# delivery, is parsed again each time, which costs less than that round trip.
+KEEP_PARSED_ABOVE_BYTES = 512 * 1024
 
 
 @dataclass(frozen=True)
@@ -87,7 +93,7 @@ class IngestedFile:
     counts_query: DataFrame | None
     prefix: str = ""
 
-    def counts(self, row: Row | None) -> tuple[int, int]:
+    def counts(self, row: Mapping[str, Any] | None) -> tuple[int, int]:
         """(records, rejects), read from a row holding ``counts_query``'s columns."""
         if self.counts_query is None or row is None:
             return 0, 0
@@ -107,7 +113,8 @@ def ingest_file(
     if info.size > PARSE_SPLIT_BYTES:
         lines = lines.repartition(min(math.ceil(info.size / PARSE_SPLIT_BYTES), MAX_PARSE_PARTITIONS))
     parsed = lines.transform(parse_csv_lines(len(file_columns), columns=file_columns))
-    parsed = materialize(parsed)
+    if info.size > KEEP_PARSED_ABOVE_BYTES:
+        parsed = materialize(parsed)
     counts = parsed.agg(
         F.count_if(F.col(REASON).isNull()).alias(f"{prefix}ok"),
         F.count_if(F.col(REASON).isNotNull()).alias(f"{prefix}bad"),
@@ -165,9 +172,16 @@ def run_bronze(
             spark, source=source, info=info, batch_date=batch_date, ingested_at=ingested_at, prefix=f"f{i}_"
         )
         delivered.append((name, path, info, ingested))
+    # The counts of every file in one query, which also brings the schemas of what is written.
     queries = [f.counts_query for *_, f in delivered if f.counts_query is not None]
-    row = functools.reduce(DataFrame.crossJoin, queries).first() if queries else None
-    for name, path, info, ingested in delivered:
+    row: dict[str, Any] | None = None
+    schemas: Sequence[StructType | None] = [None] * (2 * len(delivered))
+    if queries:
+        row, schemas = fetch_one(
+            functools.reduce(DataFrame.crossJoin, queries),
+            probes=[df for *_, f in delivered for df in (f.records, f.rejects)],
+        )
+    for i, (name, path, info, ingested) in enumerate(delivered):
         n_records, n_rejects = ingested.counts(row)
         target, quarantine = store.ref("bronze", name), store.ref("bronze", name + QUARANTINE_SUFFIX)
         with store.writing([target, quarantine]):  # one writer of the batch's records and rejects
@@ -175,9 +189,16 @@ def run_bronze(
                 _refuse_empty_redelivery(
                     store, name=name, path=path, batch_date=batch_date, tables=(target, quarantine)
                 )
-            store.replace_slice(ingested.records, target, where=where, partition_by=(BATCH_DATE,))
             store.replace_slice(
-                ingested.rejects, quarantine, where=where, partition_by=(BATCH_DATE,), known_empty=n_rejects == 0
+                ingested.records, target, where=where, partition_by=(BATCH_DATE,), schema=schemas[2 * i]
+            )
+            store.replace_slice(
+                ingested.rejects,
+                quarantine,
+                where=where,
+                partition_by=(BATCH_DATE,),
+                known_empty=n_rejects == 0,
+                schema=schemas[2 * i + 1],
             )
         status = "loaded" if info.header else "empty"
         results[name] = BronzeTableResult(name, status, path, n_records, n_rejects)

@@ -15,16 +15,18 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
+from typing import Any
 
-from pyspark.sql import DataFrame, Row, SparkSession
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
+from pyspark.sql.types import StructType
 
 from spark_jobs import dq
 from spark_jobs.contracts import QUARANTINE_SUFFIX, bronze_schema
-from spark_jobs.engine import materialize
+from spark_jobs.engine import fetch_one, materialize, schemas_of
 from spark_jobs.errors import ConservationError
 from spark_jobs.metrics import METRICS_TABLE, write_metrics
 from spark_jobs.settings import Settings
@@ -120,77 +122,128 @@ class _TablePlan:
     expectations: tuple[dq.Expectation, ...]
     checked: DataFrame  # cleaned bronze rows of the batch with their check columns
     rejected: DataFrame  # what goes to the quarantine slice
+    source: DataFrame  # the planned rows of the merge (computed)
     out_checked: DataFrame | None  # the planned rows with the output expectations' check columns
     merge: PreparedMerge | None  # None: nothing to merge (no good row, first delivery)
     query: DataFrame
+    # The schemas of ``rejected`` and ``source``, once fetched with the checks (see ``run_silver``).
+    rejected_schema: StructType | None = None
+    source_schema: StructType | None = None
 
-    def counts(self, row: Row) -> dq.CheckCounts:
+    def counts(self, row: Mapping[str, Any]) -> dq.CheckCounts:
         return dq.counts_from_row(row, self.expectations, prefix=f"{self.prefix}in_")
 
-    def output_counts(self, row: Row) -> dq.CheckCounts | None:
+    def output_counts(self, row: Mapping[str, Any]) -> dq.CheckCounts | None:
         if self.out_checked is None:
             return None
         return dq.counts_from_row(row, self.spec.output_expectations, prefix=f"{self.prefix}out_")
 
-    def written_and_superseded(self, row: Row) -> tuple[int, int]:
+    def written_and_superseded(self, row: Mapping[str, Any]) -> tuple[int, int]:
         return int(row[f"{self.prefix}written"] or 0), int(row[f"{self.prefix}superseded"] or 0)
 
 
-def _plan_table(store: TableStore, spec: SilverTable, run_date: date, *, prefix: str) -> _TablePlan:
-    """Plan one table's batch: clean and check it, plan its quarantine slice and its merge, and the
-    one-row query of its checks (rows in, violations, conservation, what the merge would do)."""
+@dataclass(frozen=True)
+class _Batch:
+    """One table's bronze rows and the batch's cleaned and checked rows (not computed yet)."""
+
+    spec: SilverTable
+    prefix: str
+    expectations: tuple[dq.Expectation, ...]
+    bronze: DataFrame
+    checked: DataFrame
+
+
+@dataclass(frozen=True)
+class _Planned:
+    """One table's checked batch (computed) and its planned merge (not computed yet)."""
+
+    batch: _Batch
+    checked: DataFrame
+    rejected: DataFrame
+    good: DataFrame
+    plan: MergePlan
+    columns: tuple[str, ...]  # of the planned rows
+
+
+def _batch(store: TableStore, spec: SilverTable, run_date: date, *, prefix: str) -> _Batch:
+    """Clean the table's bronze rows of the batch and add their check columns (rules S1-S18)."""
     bronze_ref = store.ref("bronze", spec.name)
     if store.exists(bronze_ref):
         bronze = store.read(bronze_ref)
     else:  # never delivered so far: an empty batch, so that the silver tables exist for gold
         bronze = store.spark.createDataFrame([], bronze_schema(SOURCES[spec.name]))
+    expectations = spec.expectations(run_date)
+    cleaned = bronze.filter(batch_predicate(run_date)).transform(spec.clean)
+    return _Batch(spec, prefix, expectations, bronze, cleaned.transform(dq.check(expectations)))
+
+
+def _plan(store: TableStore, batch: _Batch, checked: DataFrame, checked_schema: StructType, run_date: date) -> _Planned:
+    """Plan what the batch's good rows do to ``silver.<table>`` (see :func:`plan_merge`); ``checked``
+    is the batch's checked rows, computed, with its schema (so no plan is asked for its columns)."""
+    spec, expectations = batch.spec, batch.expectations
     target = store.ref("silver", spec.name)
     where = batch_predicate(run_date)
-    expectations = spec.expectations(run_date)
-
-    cleaned = bronze.filter(where).transform(spec.clean)
-    checked = materialize(cleaned.transform(dq.check(expectations)))
-    queries = [dq.violations_query(checked, expectations, prefix=f"{prefix}in_")]
     rejected = checked.filter(dq.is_quarantined()).select(
         f"{RAW}.*", *LINEAGE, F.array_join(dq.QUARANTINE_REASONS, "; ").alias("_reasons")
     )
     good = checked.filter(~dq.is_quarantined()).transform(dq.drop_checks(expectations)).drop(RAW)
-
+    dropped = {e.ok_column for e in expectations} | {dq.QUARANTINE_REASONS, RAW}
+    columns = [c for c in checked_schema.fieldNames() if c not in dropped]  # good's columns
     exists = store.exists(target)
     # A batch whose slice already holds rows is a re-run or a re-delivery: this delivery replaces
     # the earlier one, so the keys only the earlier one had fall back to other batches' rows.
     redelivered = exists and not store.slice_is_empty(target, where)
-    candidates = good.transform(latest_per_key(keys=spec.keys, recency=spec.recency))
+    candidates = good.transform(latest_per_key(keys=spec.keys, recency=spec.recency, columns=columns))
     if spec.versioned:
         candidates = candidates.withColumn("prd_end_dt", F.lit(None).cast("date"))
-    columns = good.columns  # known since latest_per_key read it: no round trip
-    if spec.versioned and "prd_end_dt" not in columns:
-        columns = [*columns, "prd_end_dt"]  # as withColumn added it
+        if "prd_end_dt" not in columns:
+            columns = [*columns, "prd_end_dt"]  # as withColumn added it
     stored = store.read(target) if exists else None
     replaced = earlier = None
     if stored is not None and redelivered:
         replaced = materialize(stored.filter(where).select(*spec.keys))
-        earlier = _earlier_rows(bronze, spec, expectations, where=where, keys=replaced)
+        earlier = _earlier_rows(batch.bronze, spec, expectations, where=where, keys=replaced)
     plan = plan_merge(spec, candidates, stored, columns=columns, where=where, replaced=replaced, earlier=earlier)
-    source = materialize(plan.upserts)
-    deletes = materialize(plan.deletes) if plan.deletes is not None else None
+    return _Planned(batch, checked, rejected, good, plan, tuple(columns))
+
+
+def _table_plan(
+    store: TableStore,
+    planned: _Planned,
+    *,
+    source: DataFrame,
+    run_date: date,
+) -> _TablePlan:
+    """The one-row query of a planned table's checks (rows in, violations, conservation, what the
+    merge would do), ``source`` being its planned rows, computed."""
+    batch, spec = planned.batch, planned.batch.spec
+    prefix, where = batch.prefix, batch_predicate(run_date)
+    queries = [dq.violations_query(planned.checked, batch.expectations, prefix=f"{prefix}in_")]
+    deletes = materialize(planned.plan.deletes) if planned.plan.deletes is not None else None
     out_checked = None
     if spec.output_expectations:
         out_checked = source.transform(dq.check(spec.output_expectations))
         queries.append(dq.violations_query(out_checked, spec.output_expectations, prefix=f"{prefix}out_"))
     # The conservation law, on the planned state: checked before anything is committed.
-    queries.append(_written_and_superseded(good, planned=source, spec=spec, where=where, prefix=prefix))
+    queries.append(_written_and_superseded(planned.good, planned=source, spec=spec, where=where, prefix=prefix))
     merge = store.prepare_merge(
-        source, target, keys=spec.keys, slice_column="_batch_date", deletes=deletes, prefix=f"{prefix}merge_"
+        source,
+        store.ref("silver", spec.name),
+        keys=spec.keys,
+        slice_column="_batch_date",
+        deletes=deletes,
+        prefix=f"{prefix}merge_",
+        columns=planned.columns,
     )
     if merge.effect_query is not None:
         queries.append(merge.effect_query)
     return _TablePlan(
         spec,
         prefix,
-        expectations,
-        checked,
-        rejected,
+        batch.expectations,
+        planned.checked,
+        planned.rejected,
+        source,
         out_checked,
         merge,
         functools.reduce(DataFrame.crossJoin, queries),
@@ -199,7 +252,7 @@ def _plan_table(store: TableStore, spec: SilverTable, run_date: date, *, prefix:
 
 def _decide(
     plan: _TablePlan,
-    row: Row,
+    row: Mapping[str, Any],
     *,
     store: TableStore,
     run_date: date,
@@ -266,12 +319,13 @@ def _decide(
             where=batch_predicate(run_date),
             partition_by=("_batch_date",),
             known_empty=counts.quarantined == 0,
+            schema=plan.rejected_schema,
         )
     )
     if plan.merge is not None:
         merge = plan.merge
         effect = merge.effect(row) if merge.effect_query is not None else None
-        writes.append(functools.partial(store.execute_merge, merge, effect))
+        writes.append(functools.partial(store.execute_merge, merge, effect, schema=plan.source_schema))
     result = SilverTableResult(
         spec.name,
         counts.rows_in,
@@ -333,9 +387,24 @@ def run_silver(
     # One writer of the layer's tables from the first read to the last commit (see TableStore).
     with store.writing([*written, store.ref("silver", METRICS_TABLE)]):
         try:
-            plans = [_plan_table(store, SILVER_TABLES[n], run_date, prefix=f"t{i}_") for i, n in enumerate(names)]
-            row = functools.reduce(DataFrame.crossJoin, [p.query for p in plans]).first()
-            assert row is not None
+            # The batches' checked rows (their schemas asked once for all tables), then the planned
+            # rows, then ONE query of every table's checks, which also brings the schemas of
+            # everything the layer writes (checked before anything is written).
+            batches = [_batch(store, SILVER_TABLES[n], run_date, prefix=f"t{i}_") for i, n in enumerate(names)]
+            checked_schemas = schemas_of([b.checked for b in batches])
+            planned = [
+                _plan(store, b, materialize(b.checked), schema, run_date)
+                for b, schema in zip(batches, checked_schemas, strict=True)
+            ]
+            plans = [_table_plan(store, p, source=materialize(p.plan.upserts), run_date=run_date) for p in planned]
+            row, schemas = fetch_one(
+                functools.reduce(DataFrame.crossJoin, [p.query for p in plans]),
+                probes=[df for p in plans for df in (p.rejected, p.source)],
+            )
+            for plan, rejected_schema, source_schema in zip(plans, schemas[::2], schemas[1::2], strict=True):
+                plan.rejected_schema, plan.source_schema = rejected_schema, source_schema
+                store.check_schema(store.ref("silver", plan.spec.name + QUARANTINE_SUFFIX), rejected_schema)
+                store.check_schema(store.ref("silver", plan.spec.name), source_schema)
             writes: list[Callable[[], None]] = []
             for plan in plans:
                 results.append(

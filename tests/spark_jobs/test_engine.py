@@ -45,3 +45,35 @@ def test_session_conf_is_accepted_by_a_real_spark_connect_server(engine, tmp_pat
         [sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path, timeout=300, check=False
     )
     assert proc.returncode == 0 and proc.stdout.strip().endswith("3"), proc.stderr[-3000:]
+
+
+def test_fetch_one_brings_the_row_and_the_probes_schemas_in_three_round_trips(spark, engine):
+    from pyspark.sql import functions as F
+
+    from spark_jobs.engine import fetch_one, schemas_of
+
+    rows = spark.createDataFrame([(1, "a"), (2, "b")], "id long, name string")
+    other = rows.select(F.col("id").cast("decimal(10,2)").alias("amount"), F.array("name").alias("names"))
+    query = rows.agg(F.count(F.lit(1)).alias("n"), F.collect_set("name").alias("names"))
+
+    def fetch():
+        return fetch_one(query, probes=[other, rows.filter("id > 9")])  # the second has no row
+
+    if engine is Engine.SAIL:
+        from bench.roundtrips import counting
+
+        fetch()  # the session's first requests include its own set-up
+        with counting() as counts:
+            row, schemas = fetch()
+        assert counts == {"analyze": 1, "execute": 1, "config": 1}, counts
+    else:
+        row, schemas = fetch()
+    assert row["n"] == 2 and sorted(row["names"]) == ["a", "b"] and set(row) == {"n", "names"}
+    assert [s.simpleString() for s in schemas] == [
+        "struct<amount:decimal(10,2),names:array<string>>",
+        "struct<id:bigint,name:string>",
+    ]
+    assert [s.simpleString() for s in schemas_of([rows, other])] == [
+        rows.schema.simpleString(),
+        other.schema.simpleString(),
+    ]
