@@ -36,7 +36,7 @@ bronze: data ## load one batch into bronze
 
 # The end-to-end Airflow tier (-m slow) is mostly waiting on schedulers: it runs in two pytest
 # processes beside the rest (each test process has its own Airflow metadata DB, tests/conftest.py).
-SLOW_FIRST := tests/dags/test_alerts_scheduler.py tests/local_databricks
+SLOW_FIRST := tests/dags/test_alerts_scheduler.py tests/dags/test_dag_e2e.py
 test: install ## all tests on embedded Sail (real Delta tables) but the compose tier; the end-to-end Airflow tier runs beside the rest
 	@mkdir -p .pytest-logs; \
 	$(RUN) pytest -m "slow and not compose" $(SLOW_FIRST) > .pytest-logs/slow-1.log 2>&1 & slow1=$$!; \
