@@ -69,11 +69,9 @@ def schema_differences(*, expected: StructType, actual: StructType) -> list[str]
     return problems
 
 
-def assert_schema(df: DataFrame, expected: StructType, *, what: str, actual: StructType | None = None) -> None:
-    """Raise :class:`SchemaMismatchError` naming ``what`` if ``df`` does not match ``expected``.
-    ``actual``: ``df``'s schema when the caller has it (see ``engine.schemas_of``), else it is asked
-    of the engine (one round trip)."""
-    problems = schema_differences(expected=expected, actual=actual if actual is not None else df.schema)
+def assert_schema(*, expected: StructType, actual: StructType, what: str) -> None:
+    """Raise :class:`SchemaMismatchError` naming ``what`` if ``actual`` does not match ``expected``."""
+    problems = schema_differences(expected=expected, actual=actual)
     if problems:
         raise SchemaMismatchError(f"schema mismatch for {what}: " + "; ".join(problems))
 
@@ -170,7 +168,8 @@ class TableStore:
             if path is SlicePath.SKIP:
                 return
             if path is not SlicePath.CREATE:
-                assert_schema(df, stored, what=f"table {table}", actual=schema)
+                actual = schema if schema is not None else df.schema  # asking is a round trip
+                assert_schema(expected=stored, actual=actual, what=f"table {table}")
             writer = df.write.format("delta")
             if path is SlicePath.CREATE:
                 log.info("creating table %s", table)
@@ -288,24 +287,25 @@ class TableStore:
         """Raise :class:`SchemaMismatchError` if ``actual`` (a DataFrame's schema) does not match the
         existing ``table``'s (nothing to check for a new table); read from the table's home, no
         engine round trip locally."""
-        if self.home.exists(table):
-            problems = schema_differences(expected=self.home.stored_state(table)[0], actual=actual)
-            if problems:
-                raise SchemaMismatchError(f"schema mismatch for table {table}: " + "; ".join(problems))
+        stored = self.stored_schema(table)
+        if stored is not None:
+            assert_schema(expected=stored, actual=actual, what=f"table {table}")
 
     def execute_merge(
         self, prepared: PreparedMerge, effect: MergeEffect | None, *, schema: StructType | None = None
     ) -> None:
         """Write a :meth:`prepare_merge` plan whose effect is ``effect`` (None: the table is new).
-        ``schema``: the plan's ``df``'s, when the caller fetched it (else asked, if not checked yet)."""
+        ``schema``: the plan's ``df``'s, which the caller fetched and checked against the table
+        (:meth:`check_schema`, before any write of its layer); None: it is checked here, unless
+        :meth:`prepare_merge` did (on Unity Catalog each check reads the table's schema: a round trip)."""
         p = prepared
         with self.writing([p.table]):
             if p.source is None or p.stored is None:
                 self.replace_slice(p.df, p.table, where="true", partition_by=p.partition_by, schema=schema)
                 return
             assert effect is not None
-            if not p.schema_checked:
-                self.check_schema(p.table, schema if schema is not None else p.df.schema)
+            if schema is None and not p.schema_checked:
+                self.check_schema(p.table, p.df.schema)
             path = merge_path(effect, blind_appends=self.home.blind_appends, slice_column=p.slice_column)
             log.info("merge into %s: %s -> %s", p.table, effect, path)
             if path is MergePath.NOTHING:
