@@ -9,8 +9,12 @@ from __future__ import annotations
 import json
 import logging
 import os
+from typing import TYPE_CHECKING
 
 from pyspark.sql.types import StructType
+
+if TYPE_CHECKING:
+    from deltalake import DeltaTable
 
 log = logging.getLogger(__name__)
 
@@ -31,12 +35,21 @@ def has_commits(path: str) -> bool:
     return os.path.isdir(log_dir) and any(f.endswith(".json") for f in os.listdir(log_dir))
 
 
-def stored_state(path: str, where: str | None = None) -> tuple[StructType, bool]:
-    """The schema of the table at ``path`` and whether no row matches ``where`` (None: not asked),
-    from its Delta log and, for the files the log cannot prune, the predicate run by ``deltalake``."""
-    from deltalake import DeltaTable, QueryBuilder
+def load(path: str) -> DeltaTable:
+    """The table at ``path`` as of its latest commit (a replay of its log since the last checkpoint:
+    ~3 ms plus ~0.3 ms per commit here); ``DeltaTable.update_incremental`` brings it up to date."""
+    from deltalake import DeltaTable
 
-    delta = DeltaTable(path)
+    return DeltaTable(path)
+
+
+def stored_state(path: str, where: str | None = None, *, delta: DeltaTable | None = None) -> tuple[StructType, bool]:
+    """The schema of the table at ``path`` and whether no row matches ``where`` (None: not asked),
+    from its Delta log and, for the files the log cannot prune, the predicate run by ``deltalake``
+    (``delta``: the table, already loaded)."""
+    from deltalake import QueryBuilder
+
+    delta = delta if delta is not None else load(path)
     schema = StructType.fromJson(json.loads(delta.schema().to_json()))
     if where is None:
         return schema, False
@@ -44,16 +57,15 @@ def stored_state(path: str, where: str | None = None) -> tuple[StructType, bool]
     return schema, matching.read_all().num_rows == 0
 
 
-def compact(path: str, *, above_files: int = COMPACT_ABOVE_FILES) -> bool:
+def compact(path: str, *, above_files: int = COMPACT_ABOVE_FILES, delta: DeltaTable | None = None) -> bool:
     """Bin-pack the data files of a table of more than ``above_files`` files into larger ones (same
     rows, one ``OPTIMIZE`` commit without data change); return whether it did.
 
     Every daily append or MERGE adds files, and Sail has no ``OPTIMIZE``: ``deltalake`` does it in
     this process, at a third of the time of reading the table and overwriting it through the engine.
+    ``delta``: the table, loaded and up to date (it is brought up to date with the compaction).
     """
-    from deltalake import DeltaTable
-
-    delta = DeltaTable(path)
+    delta = delta if delta is not None else load(path)
     if len(delta.file_uris()) <= above_files:
         return False
     metrics = delta.optimize.compact()

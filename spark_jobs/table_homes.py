@@ -15,13 +15,14 @@ and whether a write may append without reading the table:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
-from spark_jobs import local_upkeep
+from spark_jobs import local_upkeep, table_locks
 from spark_jobs.errors import TableNotFoundError
 
 if TYPE_CHECKING:
+    from deltalake import DeltaTable
     from pyspark.sql import DataFrame, DataFrameWriter, SparkSession
     from pyspark.sql.types import StructType
 
@@ -51,12 +52,20 @@ class TableHome(Protocol):
 
 @dataclass
 class LocalDeltaHome:
-    """Delta folders under ``LAKEHOUSE_ROOT``: locks, log reads and upkeep in this process."""
+    """Delta folders under ``LAKEHOUSE_ROOT``: locks, log reads and upkeep in this process.
+
+    A table's log is read once per hold of its lock (``table_locks.hold_id``), then only its new
+    commits (this job's own, by whatever path: the only ones while the lock is held) at each later
+    question: a job asks a table's state several times (the slice, the schema before the layer's
+    writes, the write itself), and a full read of a log costs ~3 ms plus ~0.3 ms per commit since the
+    last checkpoint, an update ~1.5 ms. Without the lock, every question reads the log again.
+    """
 
     spark: SparkSession
     compact_above_files: int = local_upkeep.COMPACT_ABOVE_FILES
     checkpoint_every: int = local_upkeep.CHECKPOINT_EVERY
     blind_appends: bool = True
+    _logs: dict[str, tuple[int, DeltaTable]] = field(default_factory=dict, repr=False)
 
     def lock_path(self, table: TableRef) -> str | None:
         return _path(table)
@@ -71,14 +80,32 @@ class LocalDeltaHome:
 
     def stored_state(self, table: TableRef, where: str | None = None) -> tuple[StructType, bool]:
         # From the Delta log in this process: saves two engine round trips per write.
-        return local_upkeep.stored_state(_path(table), where)
+        path = _path(table)
+        return local_upkeep.stored_state(path, where, delta=self._log(path))
 
     def save(self, writer: DataFrameWriter, table: TableRef) -> None:
-        writer.save(_path(table))
-        local_upkeep.checkpoint_if_due(_path(table), every=self.checkpoint_every)
+        path = _path(table)
+        writer.save(path)
+        local_upkeep.checkpoint_if_due(path, every=self.checkpoint_every)
 
     def after_rewrite(self, table: TableRef) -> None:
-        local_upkeep.compact(_path(table), above_files=self.compact_above_files)
+        path = _path(table)
+        local_upkeep.compact(path, above_files=self.compact_above_files, delta=self._log(path))
+
+    def _log(self, path: str) -> DeltaTable:
+        """The table at ``path`` as of its latest commit: the one read under the current hold of its
+        lock brought up to date, else read now (and kept while that hold lasts)."""
+        hold = table_locks.hold_id(path)
+        cached = self._logs.get(path)
+        if hold is not None and cached is not None and cached[0] == hold:
+            cached[1].update_incremental()
+            return cached[1]
+        delta = local_upkeep.load(path)
+        if hold is None:
+            self._logs.pop(path, None)
+        else:
+            self._logs[path] = (hold, delta)
+        return delta
 
 
 @dataclass

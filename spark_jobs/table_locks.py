@@ -18,6 +18,7 @@ there every write reads what it replaces, so Delta's optimistic concurrency dete
 from __future__ import annotations
 
 import fcntl
+import itertools
 import logging
 import os
 import threading
@@ -30,12 +31,24 @@ from spark_jobs.errors import TableBusyError
 log = logging.getLogger(__name__)
 
 
-_held: dict[str, tuple[int, int]] = {}  # lock path -> (file descriptor, depth), this process
+# lock path -> (file descriptor, depth, hold): this process's locks; ``hold`` numbers each taking
+# of a lock (a reentrant taking keeps it), so that what was read under one hold is known to be it.
+_held: dict[str, tuple[int, int, int]] = {}
+_holds = itertools.count(1)
 _guard = threading.Lock()
 
 
 def lock_path(table_path: str) -> str:
     return table_path.rstrip("/") + ".lock"
+
+
+def hold_id(table_path: str) -> int | None:
+    """The number of this process's current hold of the table's lock (a new one each time the lock
+    is taken, the same while it is held), None when it does not hold it: while it is held, no other
+    writer commits to the table, so what this process read of it stays true but for its own commits."""
+    with _guard:
+        held = _held.get(lock_path(table_path))
+    return held[2] if held is not None else None
 
 
 def _holder(fd: int) -> str:
@@ -47,8 +60,8 @@ def _holder(fd: int) -> str:
 def _acquire(path: str, *, timeout_seconds: float, poll_seconds: float) -> None:
     with _guard:
         if path in _held:
-            fd, depth = _held[path]
-            _held[path] = (fd, depth + 1)
+            fd, depth, hold = _held[path]
+            _held[path] = (fd, depth + 1, hold)
             return
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -73,14 +86,14 @@ def _acquire(path: str, *, timeout_seconds: float, poll_seconds: float) -> None:
     os.ftruncate(fd, 0)
     os.pwrite(fd, f"pid {os.getpid()} on {os.uname().nodename}\n".encode(), 0)
     with _guard:
-        _held[path] = (fd, 1)
+        _held[path] = (fd, 1, next(_holds))
 
 
 def _release(path: str) -> None:
     with _guard:
-        fd, depth = _held[path]
+        fd, depth, hold = _held[path]
         if depth > 1:
-            _held[path] = (fd, depth - 1)
+            _held[path] = (fd, depth - 1, hold)
             return
         del _held[path]
     os.ftruncate(fd, 0)

@@ -31,7 +31,7 @@ from spark_jobs.errors import ConservationError
 from spark_jobs.metrics import METRICS_TABLE, write_metrics
 from spark_jobs.settings import Settings
 from spark_jobs.silver.tables import SILVER_TABLES, SilverTable
-from spark_jobs.silver.transforms import LINEAGE, RAW, latest_per_key, with_version_end_dates
+from spark_jobs.silver.transforms import LINEAGE, RAW, latest_per_key, newest_per_key, with_version_end_dates
 from spark_jobs.sources import SOURCES
 from spark_jobs.tables import PreparedMerge, TableStore, batch_predicate
 
@@ -97,13 +97,18 @@ def plan_merge(
     if stored is None:
         final = rows.transform(with_version_end_dates) if spec.versioned else rows
         return MergePlan(final.select(*columns), None, False)
-    touched = rows.select(*keys) if replaced is None else rows.select(*keys).unionByName(replaced)
-    scope = ["prd_key"] if spec.versioned else keys  # which stored rows compete with the batch's
-    others = stored.filter(~F.expr(where)).join(touched.select(*scope).distinct(), scope, "left_semi")
-    contenders = rows.unionByName(others.select(*row_columns))
+    newest = functools.partial(newest_per_key, keys=spec.keys, recency=spec.recency, columns=row_columns)
+    others = stored.filter(~F.expr(where))  # the stored rows of other batches compete with the batch's
+    if spec.versioned:  # every stored version of a touched product
+        touched = rows.select("prd_key")
+        if replaced is not None:
+            touched = touched.unionByName(replaced.select("prd_key"))
+        others = others.join(touched.distinct(), "prd_key", "left_semi")
+        final = rows.transform(newest(others))
+    else:  # a replaced key's stored row is of this batch: only the batch's keys have other rows
+        final = rows.transform(newest(others, keep_other_keys=False))
     if earlier is not None:
-        contenders = contenders.unionByName(earlier.select(*row_columns))
-    final = contenders.transform(latest_per_key(keys=spec.keys, recency=spec.recency, columns=row_columns))
+        final = final.transform(newest(earlier.select(*row_columns)))
     if spec.versioned:
         final = final.transform(with_version_end_dates)
     final = final.select(*columns)

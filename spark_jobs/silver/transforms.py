@@ -7,6 +7,8 @@ original text fields, so that a quarantined row keeps exactly what arrived.
 
 from __future__ import annotations
 
+import functools
+import operator
 from collections.abc import Callable, Sequence
 
 from pyspark.sql import Column, DataFrame, Window
@@ -163,5 +165,39 @@ def latest_per_key(
         ranked = df.join(dup_keys, list(keys), "left_semi").withColumn("_rank", rank)
         latest = ranked.filter(F.col("_rank") == 1).drop("_rank")
         return unique_rows.unionByName(latest).select(*(columns or df.columns))
+
+    return transform
+
+
+def newest_per_key(
+    other: DataFrame,
+    *,
+    keys: tuple[str, ...],
+    recency: tuple[str, ...],
+    columns: Sequence[str],
+    keep_other_keys: bool = True,
+) -> Callable[[DataFrame], DataFrame]:
+    """The more recent (``recency``, greatest = newest) of the input's row and ``other``'s for each
+    key, in ``columns``; both hold at most one row per key. ``keep_other_keys``: the keys only
+    ``other`` has are kept too (a full join), else only the input's keys (a left join).
+
+    One join, each side read once: the same result as :func:`latest_per_key` over the union of two
+    de-duplicated sides, with a fraction of its plan (which reads each side three times). On equal
+    recency the input's row is kept.
+    """
+
+    def transform(df: DataFrame) -> DataFrame:
+        mine = df.select(*columns, F.lit(True).alias("_mine")).alias("m")
+        theirs = other.select(*columns, F.lit(True).alias("_theirs")).alias("o")
+        on = functools.reduce(operator.and_, [F.col(f"m.{k}").eqNullSafe(F.col(f"o.{k}")) for k in keys])
+        newer = F.expr(
+            f"struct({', '.join(r.format(a='o.') for r in recency)}) > "
+            f"struct({', '.join(r.format(a='m.') for r in recency)})"
+        )
+        take_theirs = F.col("o._theirs").isNotNull() & (F.col("m._mine").isNull() | newer)
+        joined = mine.join(theirs, on, "full" if keep_other_keys else "left")
+        return joined.select(
+            *[F.when(take_theirs, F.col(f"o.{c}")).otherwise(F.col(f"m.{c}")).alias(c) for c in columns]
+        )
 
     return transform

@@ -225,3 +225,43 @@ def test_a_local_table_held_by_another_writer_is_waited_for_then_refused_by_name
         holder.wait()
     store.replace_slice(spark.createDataFrame([(2, "b")], "id long, name string"), ref, where="id = 2")  # released
     assert sorted(tuple(r) for r in store.read(ref).collect()) == [(1, "a"), (2, "b")]
+
+
+@pytest.mark.delta
+def test_a_tables_state_read_under_its_lock_follows_the_jobs_own_commits_and_others_after_release(spark, settings):
+    """The log read once per hold of a table's lock stays true: the job's own commits (append,
+    replaceWhere, SQL MERGE, an overwrite with another schema, compaction) are seen at once, and a commit made
+    by another writer after the lock is released is seen by the next hold (and by a lockless read)."""
+    from deltalake import write_deltalake
+
+    store = TableStore(spark, settings, compact_above_files=2)
+    ref = settings.table("silver", "t")
+    day1, day2, day3 = (batch_predicate(date(2024, 1, d)) for d in (1, 2, 3))
+    schema = "id long, _batch_date date"
+    store.replace_slice(spark.createDataFrame([(1, date(2024, 1, 1))], schema), ref, where=day1)
+    with store.writing([ref]):
+        assert store.slice_is_empty(ref, day2)
+        store.replace_slice(spark.createDataFrame([(2, date(2024, 1, 2))], schema), ref, where=day2)  # append
+        assert not store.slice_is_empty(ref, day2)
+        store.replace_slice(spark.createDataFrame([(3, date(2024, 1, 3))], schema), ref, where=day3)
+        store.home.after_rewrite(ref)  # three files: compacted by deltalake on the kept read
+        assert local_upkeep.load(ref.path).version() == store.home._log(ref.path).version()
+        store.replace_slice(spark.createDataFrame([(4, date(2024, 1, 2))], schema), ref, where=day2)  # replace
+        assert [r.id for r in store.read(ref).filter(day2).collect()] == [4]
+        assert not store.slice_is_empty(ref, day2) and not store.slice_is_empty(ref, day3)
+        store.merge(spark.createDataFrame([(4, date(2024, 1, 3))], schema), ref, keys=("id",))  # SQL MERGE
+        assert store.slice_is_empty(ref, day2)  # id 4 moved to day 3 (then compacted, on the kept read)
+    pa_rows = store.read(ref).filter(day1).toArrow()
+    write_deltalake(ref.path, pa_rows.slice(0, 0), mode="overwrite", predicate=day3)  # another writer: day 3 gone
+    assert store.slice_is_empty(ref, day3)  # no lock held: read again
+    with store.writing([ref]):
+        assert store.slice_is_empty(ref, day3) and not store.slice_is_empty(ref, day1)
+        store.home.save(  # an overwrite with another schema, by this job
+            spark.createDataFrame([(5, "x")], "id long, name string")
+            .write.format("delta")
+            .mode("overwrite")
+            .option("overwriteSchema", "true"),
+            ref,
+        )
+        assert store.stored_schema(ref).fieldNames() == ["id", "name"]
+        assert store.slice_is_empty(ref, "id = 1") and not store.slice_is_empty(ref, "id = 5")

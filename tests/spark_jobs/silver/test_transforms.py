@@ -178,3 +178,55 @@ def test_latest_per_key_keeps_the_newest_version_s2(spark):
     got = df.transform(t.latest_per_key(keys=("cst_id",), recency=recency)).select("cst_id", "_line_number")
     expected = spark.createDataFrame([(1, 3), (2, 4)], "cst_id int, _line_number long")
     assert_df_equality(got, expected, ignore_row_order=True, ignore_nullable=True)
+
+
+def test_newest_per_key_is_the_latest_of_the_union_of_both_sides(spark):
+    """The merge plan's one-join newest-of-two (S2 against the stored rows) gives what the ranking
+    window gives over the union: the newer row per key, a key of one side only kept (full) or only
+    the input's keys (left), NULL recency parts losing to a date."""
+    recency = ("coalesce({a}cst_create_date, DATE'0001-01-01')", "{a}_batch_date", "{a}_line_number")
+    schema = "cst_id int, cst_firstname string, cst_create_date date, _batch_date date, _line_number long"
+    batch = spark.createDataFrame(
+        [(1, "new", date(2020, 1, 1), date(2024, 1, 2), 2),  # newer batch than the stored row
+         (2, "new", date(2020, 1, 1), date(2024, 1, 2), 3),  # older create date than the stored row
+         (3, "new", None, date(2024, 1, 2), 4),  # no create date: loses to a dated row
+         (4, "new", date(2020, 1, 1), date(2024, 1, 2), 5)],  # batch only
+        schema,
+    )  # fmt: skip
+    stored = spark.createDataFrame(
+        [(1, "old", date(2020, 1, 1), date(2024, 1, 1), 9),
+         (2, "old", date(2021, 1, 1), date(2024, 1, 1), 8),
+         (3, "old", date(2019, 1, 1), date(2024, 1, 1), 7),
+         (5, "old", date(2019, 1, 1), date(2024, 1, 1), 6)],  # stored only
+        schema,
+    )  # fmt: skip
+    columns = batch.columns
+    for keep_other_keys in (True, False):
+        got = batch.transform(
+            t.newest_per_key(
+                stored, keys=("cst_id",), recency=recency, columns=columns, keep_other_keys=keep_other_keys
+            )
+        )
+        union = batch.unionByName(
+            stored if keep_other_keys else stored.join(batch.select("cst_id"), "cst_id", "left_semi")
+        )
+        expected = union.transform(t.latest_per_key(keys=("cst_id",), recency=recency, columns=columns))
+        assert_df_equality(got, expected, ignore_row_order=True, ignore_nullable=True)
+        names = {r.cst_id: r.cst_firstname for r in got.collect()}
+        assert names == {1: "new", 2: "old", 3: "old", 4: "new", **({5: "old"} if keep_other_keys else {})}
+
+
+def test_newest_per_key_matches_composite_keys_with_a_null_part(spark):
+    """Product versions are keyed on (prd_key, prd_start_dt): a NULL part still pairs the two sides."""
+    schema = "prd_key string, prd_start_dt date, prd_cost int, _batch_date date, _line_number long"
+    batch = spark.createDataFrame([("A", None, 2, date(2024, 1, 2), 2)], schema)
+    stored = spark.createDataFrame([("A", None, 1, date(2024, 1, 1), 2), ("A", D, 1, date(2024, 1, 1), 3)], schema)
+    got = batch.transform(
+        t.newest_per_key(
+            stored,
+            keys=("prd_key", "prd_start_dt"),
+            recency=("{a}_batch_date", "{a}_line_number"),
+            columns=batch.columns,
+        )
+    )
+    assert sorted((r.prd_start_dt is None, r.prd_cost) for r in got.collect()) == [(False, 1), (True, 2)]
