@@ -181,15 +181,16 @@ def newest_per_key(
     key, in ``columns``; both hold at most one row per key. ``keep_other_keys``: the keys only
     ``other`` has are kept too (a full join), else only the input's keys (a left join).
 
-    One join, each side read once: the same result as :func:`latest_per_key` over the union of two
-    de-duplicated sides, with a fraction of its plan (which reads each side three times). On equal
-    recency the input's row is kept.
+    One join, each side read once: the same result as :func:`latest_per_key` over the union of the
+    two sides, with a fraction of its plan (which reads each side three times). On equal recency the
+    input's row is kept. Keys match as in the ``MERGE`` (``t.k = s.k``): a key with a NULL part
+    pairs with nothing (silver quarantines such rows before they get here).
     """
 
     def transform(df: DataFrame) -> DataFrame:
         mine = df.select(*columns, F.lit(True).alias("_mine")).alias("m")
         theirs = other.select(*columns, F.lit(True).alias("_theirs")).alias("o")
-        on = functools.reduce(operator.and_, [F.col(f"m.{k}").eqNullSafe(F.col(f"o.{k}")) for k in keys])
+        on = functools.reduce(operator.and_, [F.col(f"m.{k}") == F.col(f"o.{k}") for k in keys])
         newer = F.expr(
             f"struct({', '.join(r.format(a='o.') for r in recency)}) > "
             f"struct({', '.join(r.format(a='m.') for r in recency)})"

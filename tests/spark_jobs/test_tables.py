@@ -234,7 +234,8 @@ def test_a_tables_state_read_under_its_lock_follows_the_jobs_own_commits_and_oth
     by another writer after the lock is released is seen by the next hold (and by a lockless read)."""
     from deltalake import write_deltalake
 
-    store = TableStore(spark, settings, compact_above_files=2)
+    # small limits: the hold also sees a compaction and a checkpoint written under it
+    store = TableStore(spark, settings, compact_above_files=2, checkpoint_every=3)
     ref = settings.table("silver", "t")
     day1, day2, day3 = (batch_predicate(date(2024, 1, d)) for d in (1, 2, 3))
     schema = "id long, _batch_date date"

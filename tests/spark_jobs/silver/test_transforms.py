@@ -216,17 +216,19 @@ def test_newest_per_key_is_the_latest_of_the_union_of_both_sides(spark):
         assert names == {1: "new", 2: "old", 3: "old", 4: "new", **({5: "old"} if keep_other_keys else {})}
 
 
-def test_newest_per_key_matches_composite_keys_with_a_null_part(spark):
-    """Product versions are keyed on (prd_key, prd_start_dt): a NULL part still pairs the two sides."""
+def test_newest_per_key_pairs_composite_keys_as_the_merge_does_and_keeps_the_input_on_a_tie(spark):
+    """Product versions are keyed on (prd_key, prd_start_dt): both parts must be equal, and a NULL
+    part pairs with nothing (as in the MERGE's ``t.k = s.k``), so both such rows stay; on equal
+    recency the input's row is kept."""
     schema = "prd_key string, prd_start_dt date, prd_cost int, _batch_date date, _line_number long"
-    batch = spark.createDataFrame([("A", None, 2, date(2024, 1, 2), 2)], schema)
-    stored = spark.createDataFrame([("A", None, 1, date(2024, 1, 1), 2), ("A", D, 1, date(2024, 1, 1), 3)], schema)
-    got = batch.transform(
-        t.newest_per_key(
-            stored,
-            keys=("prd_key", "prd_start_dt"),
-            recency=("{a}_batch_date", "{a}_line_number"),
-            columns=batch.columns,
-        )
+    batch = spark.createDataFrame([("A", None, 2, date(2024, 1, 2), 2), ("A", D, 2, date(2024, 1, 1), 3)], schema)
+    stored = spark.createDataFrame(
+        [("A", None, 1, date(2024, 1, 1), 2), ("A", D, 1, date(2024, 1, 1), 3), ("B", D, 1, date(2024, 1, 1), 4)],
+        schema,
     )
-    assert sorted((r.prd_start_dt is None, r.prd_cost) for r in got.collect()) == [(False, 1), (True, 2)]
+    recency = ("{a}_batch_date", "{a}_line_number")
+    got = batch.transform(
+        t.newest_per_key(stored, keys=("prd_key", "prd_start_dt"), recency=recency, columns=batch.columns)
+    )
+    rows = sorted((r.prd_key, r.prd_start_dt is None, r.prd_cost) for r in got.collect())
+    assert rows == [("A", False, 2), ("A", True, 1), ("A", True, 2), ("B", False, 1)]
