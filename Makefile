@@ -8,7 +8,6 @@ export UV_COMPILE_BYTECODE := 1
 
 SCALE ?= 1
 TARGET ?= dev
-space := $(subst ,, )
 RUN_DATE ?= 2014-01-29
 DAYS ?= 0
 LANDING := $(or $(LAKEHOUSE_LANDING_ROOT),.lakehouse/landing)
@@ -42,6 +41,7 @@ bronze: data ## load one batch into bronze
 # and 4:23 with the moved test, beside the fast tier's 4:31).
 SLOW_FIRST := test_alerts_scheduler test_dag_e2e
 SLOW_MOVED := recovered_once
+space := $(subst ,, )
 test: install ## all tests on embedded Sail (real Delta tables) but the compose tier; the end-to-end Airflow tier runs beside the rest
 	@mkdir -p .pytest-logs; \
 	$(RUN) pytest -m "slow and not compose" $(addprefix tests/dags/,$(addsuffix .py,$(SLOW_FIRST))) -k "not ($(SLOW_MOVED))" > .pytest-logs/slow-1.log 2>&1 & slow1=$$!; \

@@ -86,7 +86,5 @@ def checkpoint_if_due(path: str, *, every: int = CHECKPOINT_EVERY) -> bool:
         pass
     if not versions or max(versions) - last < every:
         return False
-    from deltalake import DeltaTable
-
-    DeltaTable(path).create_checkpoint()
+    load(path).create_checkpoint()
     return True
