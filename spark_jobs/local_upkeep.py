@@ -14,6 +14,9 @@ from typing import TYPE_CHECKING
 from pyspark.sql.types import StructType
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from datetime import date
+
     from deltalake import DeltaTable
 
 log = logging.getLogger(__name__)
@@ -55,6 +58,30 @@ def stored_state(path: str, where: str | None = None, *, delta: DeltaTable | Non
         return schema, False
     matching = QueryBuilder().register("t", delta).execute(f"SELECT 1 AS one FROM t WHERE {where} LIMIT 1")
     return schema, matching.read_all().num_rows == 0
+
+
+def slices_share(delta: DeltaTable, column: str, values: Sequence[date]) -> float | None:
+    """The share of the table's rows in the data files whose ``column`` statistics (min, max) admit
+    one of ``values``: the files a ``replaceWhere`` of those values rewrites. None when a file has
+    no row count, or the table no rows; a file without statistics of ``column`` counts as holding
+    them."""
+    import pyarrow as pa
+
+    actions = pa.table(delta.get_add_actions(flatten=True))
+    names = set(actions.column_names)
+    if "num_records" not in names:
+        return None
+    lows = actions.column(f"min.{column}").to_pylist() if f"min.{column}" in names else None
+    highs = actions.column(f"max.{column}").to_pylist() if f"max.{column}" in names else None
+    total = touched = 0
+    for i, rows in enumerate(actions.column("num_records").to_pylist()):
+        if rows is None:
+            return None
+        total += rows
+        low, high = (lows[i] if lows else None), (highs[i] if highs else None)
+        if low is None or high is None or any(low <= v <= high for v in values):
+            touched += rows
+    return touched / total if total else None
 
 
 def compact(path: str, *, above_files: int = COMPACT_ABOVE_FILES, delta: DeltaTable | None = None) -> bool:

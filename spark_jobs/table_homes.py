@@ -22,6 +22,9 @@ from spark_jobs import local_upkeep, table_locks
 from spark_jobs.errors import TableNotFoundError
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from datetime import date
+
     from deltalake import DeltaTable
     from pyspark.sql import DataFrame, DataFrameWriter, SparkSession
     from pyspark.sql.types import StructType
@@ -32,6 +35,9 @@ if TYPE_CHECKING:
 class TableHome(Protocol):
     # Whether a write that only adds rows may append without reading the table (see the module).
     blind_appends: bool
+    # Whether a merge that changes stored rows (and has no slices to rewrite) is cheaper as an
+    # overwrite of the whole table with the merged rows than as a MERGE INTO.
+    whole_rewrites: bool
 
     def lock_path(self, table: TableRef) -> str | None:
         """The path of the table's writer lock, if its home has locks."""
@@ -49,6 +55,10 @@ class TableHome(Protocol):
     def after_rewrite(self, table: TableRef) -> None:
         """Upkeep after a write that added files to a table with history (compaction)."""
 
+    def slices_share(self, table: TableRef, column: str, values: Sequence[date]) -> float | None:
+        """The share of the table's rows in the files that may hold a row whose ``column`` is one
+        of ``values`` (what a ``replaceWhere`` of those slices rewrites); None: not known."""
+
 
 @dataclass
 class LocalDeltaHome:
@@ -65,6 +75,10 @@ class LocalDeltaHome:
     compact_above_files: int = local_upkeep.COMPACT_ABOVE_FILES
     checkpoint_every: int = local_upkeep.CHECKPOINT_EVERY
     blind_appends: bool = True
+    # The embedded engine's MERGE joins and rewrites the whole table, at 2-3x an overwrite with the
+    # same rows (one changed row and 31 new ones: 0.125 s vs 0.046 s on a table of 19k rows,
+    # 0.18 s vs 0.081 s on 185k), so a local table is rewritten instead, under its lock.
+    whole_rewrites: bool = True
     _logs: dict[str, tuple[int, DeltaTable]] = field(default_factory=dict, repr=False)
 
     def lock_path(self, table: TableRef) -> str | None:
@@ -92,6 +106,10 @@ class LocalDeltaHome:
         path = _path(table)
         local_upkeep.compact(path, above_files=self.compact_above_files, delta=self._log(path))
 
+    def slices_share(self, table: TableRef, column: str, values: Sequence[date]) -> float | None:
+        path = _path(table)
+        return local_upkeep.slices_share(self._log(path), column, values)
+
     def _log(self, path: str) -> DeltaTable:
         """The table at ``path`` as of its latest commit: the one read under the current hold of its
         lock brought up to date, else read now (and kept while that hold lasts)."""
@@ -114,6 +132,8 @@ class CatalogHome:
 
     spark: SparkSession
     blind_appends: bool = False
+    # Databricks' MERGE rewrites only the files holding matched rows (or marks them deleted).
+    whole_rewrites: bool = False
 
     def lock_path(self, table: TableRef) -> str | None:
         return None
@@ -133,6 +153,9 @@ class CatalogHome:
 
     def after_rewrite(self, table: TableRef) -> None:
         return None  # auto compaction and checkpoints on Databricks
+
+    def slices_share(self, table: TableRef, column: str, values: Sequence[date]) -> float | None:
+        return None  # not asked: MERGE is the cheaper write there (whole_rewrites)
 
 
 def home_for(

@@ -205,7 +205,9 @@ class TableStore:
         changes; an append of the new keys when no stored row changes or goes (a MERGE on the
         embedded engine joins the whole table and costs ~0.1 s even for a single changed row);
         with ``slice_column`` (a DATE column such as ``_batch_date``), a ``replaceWhere`` of just
-        the slices holding the rows that change, at about half the cost of the MERGE; else the MERGE.
+        the slices holding the rows that change, at about half the cost of the MERGE; else, where
+        the home says an overwrite costs less (``whole_rewrites``: locally), the whole table
+        overwritten with the merged rows; else the MERGE.
         """
         with self.writing([table]):
             prepared = self.prepare_merge(
@@ -306,8 +308,18 @@ class TableStore:
             assert effect is not None
             if schema is None and not p.schema_checked:
                 self.check_schema(p.table, p.df.schema)
-            path = merge_path(effect, blind_appends=self.home.blind_appends, slice_column=p.slice_column)
-            log.info("merge into %s: %s -> %s", p.table, effect, path)
+            whole = self.home.whole_rewrites and not p.partition_by
+            share = None
+            if whole and p.slice_column and effect.slices and effect.rewrites:
+                share = self.home.slices_share(p.table, p.slice_column, effect.slices)
+            path = merge_path(
+                effect,
+                blind_appends=self.home.blind_appends,
+                slice_column=p.slice_column,
+                whole_rewrites=whole,
+                slices_share=share,
+            )
+            log.info("merge into %s: %s (slices' share %s) -> %s", p.table, effect, share, path)
             if path is MergePath.NOTHING:
                 return
             if path is MergePath.APPEND:
@@ -315,25 +327,37 @@ class TableStore:
                 self.home.save(new_rows.write.format("delta").mode("append"), p.table)
             elif path is MergePath.SLICES:
                 assert effect.slices and p.slice_column
-                self._rewrite_slices(p, slices=effect.slices)
+                self._rewrite(p, where=" OR ".join(batch_predicate(d, p.slice_column) for d in effect.slices))
+            elif path is MergePath.REWRITE:
+                self._rewrite(p, where=None)
             else:
                 self._merge_into(p.source, p.table, keys=p.keys, update_when=p.update_when, columns=p.columns)
             self.home.after_rewrite(p.table)
 
-    def _rewrite_slices(self, p: PreparedMerge, *, slices: tuple[date, ...]) -> None:
-        """Every row the MERGE would remove or add lies in ``slices``: rewrite just them."""
-        assert p.source is not None and p.stored is not None and p.slice_column is not None
-        where = " OR ".join(batch_predicate(d, p.slice_column) for d in slices)
-        joined, new, changed, removed = classified(
-            p.source, stored=p.stored, keys=p.keys, update_when=p.update_when, columns=p.columns
-        )
-        written = joined.filter(new | changed).select(*[F.col(f"s.{c}").alias(c) for c in p.columns])
-        gone = joined.filter(new | changed | removed).select(*[F.col(f"s.{k}").alias(k) for k in p.keys])
-        kept = p.stored.filter(where).join(gone, list(p.keys), "left_anti")
-        # One query: the write reads the slices as of the version it replaces (Delta's snapshot
+    def _rewrite(self, p: PreparedMerge, *, where: str | None) -> None:
+        """Every row the MERGE would remove or add lies in the rows matching ``where`` (None: the
+        whole table): replace just them with what the MERGE would leave there."""
+        assert p.source is not None and p.stored is not None
+        keys = list(p.keys)
+        inside = p.stored if where is None else p.stored.filter(where)
+        if where is None and p.update_when is None:
+            # Every stored row of a source key ends as its source row (an unchanged one is the same
+            # row) or goes: the rows need not be told apart, so the source is not joined to the table.
+            written = p.source.filter(~F.col(DELETE)).select(*p.columns)
+            kept = inside.join(p.source.select(*keys), keys, "left_anti")
+        else:
+            # Only the rows that change are written: an unchanged source row's stored row may lie
+            # outside the slices, or ``update_when`` may keep the stored row.
+            joined, new, changed, removed = classified(
+                p.source, stored=p.stored, keys=p.keys, update_when=p.update_when, columns=p.columns
+            )
+            written = joined.filter(new | changed).select(*[F.col(f"s.{c}").alias(c) for c in p.columns])
+            gone = joined.filter(new | changed | removed).select(*[F.col(f"s.{k}").alias(k) for k in keys])
+            kept = inside.join(gone, keys, "left_anti")
+        # One query: the write reads the table as of the version it replaces (Delta's snapshot
         # isolation, on Sail as on Databricks), so nothing needs computing before it.
-        rows = kept.unionByName(written)
-        self.home.save(rows.write.format("delta").mode("overwrite").option("replaceWhere", where), p.table)
+        writer = kept.unionByName(written).write.format("delta").mode("overwrite")
+        self.home.save(writer if where is None else writer.option("replaceWhere", where), p.table)
 
     def _merge_into(
         self,

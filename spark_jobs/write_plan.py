@@ -46,22 +46,41 @@ class MergePath(StrEnum):
     NOTHING = "nothing"  # no stored row would change and no key is new
     APPEND = "append"  # only new keys: append them
     SLICES = "slices"  # rewrite just the slices holding every row that changes (replaceWhere)
+    REWRITE = "rewrite"  # overwrite the whole table with the merged rows
     MERGE = "merge"  # MERGE INTO
 
 
-def merge_path(effect: MergeEffect, *, blind_appends: bool, slice_column: str | None) -> MergePath:
+# A slice rewrite rewrites every file that may hold one of its slices (all of the table once it is
+# compacted into one file); from this share of the table's rows in those files, the whole table is
+# rewritten instead, which does not join the source to the table to tell the rows that change
+# (measured on 19k customers whose oldest slice is touched, share 1.0: 0.053 s vs 0.105 s).
+REWRITE_FROM_SHARE = 0.5
+
+
+def merge_path(
+    effect: MergeEffect,
+    *,
+    blind_appends: bool,
+    slice_column: str | None,
+    whole_rewrites: bool = False,
+    slices_share: float | None = None,
+) -> MergePath:
     """The cheapest write with the result of the MERGE. ``blind_appends``: the table's home lets a
     write that only adds rows append without reading the table (a local table under its lock); a
     catalog table is not blind-appended to (its ``MERGE`` or ``replaceWhere`` reads what it
-    replaces, so a concurrent writer's commit conflicts instead of duplicating rows)."""
+    replaces, so a concurrent writer's commit conflicts instead of duplicating rows).
+    ``whole_rewrites``: the engine rewrites the whole table for less than its ``MERGE`` costs
+    (see ``TableHome.whole_rewrites``); ``slices_share``: the share of the table's rows a rewrite
+    of the effect's slices would rewrite (None: not known)."""
     if not effect.rewrites:
         if not effect.inserts:
             return MergePath.NOTHING
         if blind_appends:
             return MergePath.APPEND
-    if slice_column and effect.slices:
+    most = whole_rewrites and slices_share is not None and slices_share >= REWRITE_FROM_SHARE
+    if slice_column and effect.slices and not most:
         return MergePath.SLICES
-    return MergePath.MERGE
+    return MergePath.REWRITE if whole_rewrites else MergePath.MERGE
 
 
 class SlicePath(StrEnum):

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import dataclasses
+import logging
 from datetime import date
 from pathlib import Path
 
@@ -9,7 +11,7 @@ from pyspark.sql.types import IntegerType, LongType, StringType, StructField, St
 from spark_jobs import local_upkeep
 from spark_jobs.errors import SchemaMismatchError
 from spark_jobs.tables import TableStore, batch_predicate, schema_differences
-from spark_jobs.write_plan import MergeEffect, flagged_source, merge_effect
+from spark_jobs.write_plan import REWRITE_FROM_SHARE, MergeEffect, MergePath, flagged_source, merge_effect, merge_path
 
 
 def test_schema_differences_name_missing_extra_and_retyped_columns():
@@ -68,17 +70,21 @@ def test_replace_slice_appends_a_new_slice_and_replaces_an_existing_one(spark, s
     assert sorted(tuple(r) for r in store.read(ref).collect()) == [(1, "a", 1), (4, "d", 2)]
 
 
-@pytest.mark.parametrize("slice_column", [None, "day"])
+@pytest.mark.parametrize(
+    ("slice_column", "whole_rewrites"), [(None, True), (None, False), ("day", True)], ids=["rewrite", "merge", "slices"]
+)
 @pytest.mark.delta
-def test_merge_gives_the_same_table_as_sql_merge_on_every_path(spark, settings, slice_column):
-    """Each batch goes through ``TableStore.merge`` (append fast path, slice rewrite or MERGE) and
-    through a plain SQL MERGE into a reference table: both tables must stay identical."""
+def test_merge_gives_the_same_table_as_sql_merge_on_every_path(spark, settings, slice_column, whole_rewrites):
+    """Each batch goes through ``TableStore.merge`` (append fast path, slice rewrite, whole-table
+    rewrite or MERGE: the last is what a home without whole rewrites gets, such as Unity Catalog)
+    and through a plain SQL MERGE into a reference table: both tables must stay identical."""
     store = TableStore(spark, settings)
+    store.home = dataclasses.replace(store.home, whole_rewrites=whole_rewrites)
     ref, expected = settings.table("silver", "t"), settings.table("silver", "reference")
     schema = "id long, version int, name string, day date"
     newer = "s.version >= t.version"
     d = [date(2024, 1, n) for n in range(1, 8)]
-    update = "MERGE" if slice_column is None else "WRITE Overwrite"
+    update = "MERGE" if slice_column is None and not whole_rewrites else "WRITE Overwrite"
     batches = [  # rows, what MERGE would do (inserts, matches, changed rows, slices), how it is written
         ([(1, 1, "a", d[0]), (2, 1, None, d[0])], None, "CREATE TABLE"),
         ([(3, 1, "c", d[1]), (4, 1, "d", d[1])], (2, 0, 0, (d[1],)), "WRITE Append"),  # new keys only
@@ -113,6 +119,71 @@ def test_merge_gives_the_same_table_as_sql_merge_on_every_path(spark, settings, 
     assert sorted((r.id, r.version, r.name) for r in store.read(ref).collect()) == [
         (1, 2, "a2"), (2, 1, "b"), (3, 1, "c"), (4, 1, "d"), (5, 1, "e"), (6, 1, "f"), (7, 1, "g")
     ]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("slice_column", "whole_rewrites", "path"),
+    [(None, True, "rewrite"), (None, False, "merge"), ("day", True, "slices")],
+    ids=["rewrite", "merge", "slices"],
+)
+@pytest.mark.delta
+def test_merge_without_an_update_condition_replaces_matched_rows_and_deletes_keys(
+    spark, settings, caplog, slice_column, whole_rewrites, path
+):
+    """Without ``update_when`` a matched row ends as its source row, changed or not: the whole-table
+    rewrite writes the source rows without telling which changed, as MERGE INTO does, and a slice
+    rewrite leaves an unchanged row stored outside its slices where it is."""
+    store = TableStore(spark, settings)
+    store.home = dataclasses.replace(store.home, whole_rewrites=whole_rewrites)
+    ref, schema = settings.table("gold", "t"), "id long, name string, day date"
+    d = [date(2024, 1, n) for n in range(1, 4)]
+    for rows in ([(2, "b", d[0]), (3, "c", d[0])], [(1, "a", d[1]), (4, "x", d[1]), (None, "n", d[1])]):
+        store.merge(spark.createDataFrame(rows, schema), ref, keys=("id",), slice_column=slice_column)
+    # unchanged (stored on day 2, outside the slices), changed, new, a NULL key (never matches:
+    # inserted), and a stored key deleted; the files of the slices hold 2 of the 5 rows
+    batch = [(1, "a", d[1]), (2, "B", d[0]), (5, "e", d[2]), (None, "n2", d[2])]
+    deletes = spark.createDataFrame([(3,)], "id long")
+    with caplog.at_level(logging.INFO, logger="spark_jobs.tables"):
+        store.merge(spark.createDataFrame(batch, schema), ref, keys=("id",), slice_column=slice_column, deletes=deletes)
+    assert caplog.records[-1].getMessage().endswith(f"-> {path}")
+    assert _last_operation(ref) == ("MERGE" if path == "merge" else "WRITE Overwrite")
+    rows = sorted((tuple(r) for r in store.read(ref).collect()), key=lambda r: (r[0] is None, r[0] or 0, r[1]))
+    assert rows == [
+        (1, "a", d[1]),
+        (2, "B", d[0]),
+        (4, "x", d[1]),
+        (5, "e", d[2]),
+        (None, "n", d[1]),
+        (None, "n2", d[2]),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("whole_rewrites", "share", "path"),
+    [(False, 1.0, MergePath.SLICES), (True, None, MergePath.SLICES), (True, 0.4, MergePath.SLICES),
+     (True, REWRITE_FROM_SHARE, MergePath.REWRITE), (True, 1.0, MergePath.REWRITE)],
+)  # fmt: skip
+def test_slices_are_rewritten_unless_their_files_hold_most_of_the_table(whole_rewrites, share, path):
+    effect = MergeEffect(inserts=1, matched=1, updates=1, slices=(date(2024, 1, 1),))
+    got = merge_path(effect, blind_appends=True, slice_column="day", whole_rewrites=whole_rewrites, slices_share=share)
+    assert got is path
+    assert merge_path(effect, blind_appends=True, slice_column=None, whole_rewrites=whole_rewrites) is (
+        MergePath.REWRITE if whole_rewrites else MergePath.MERGE
+    )
+
+
+@pytest.mark.delta
+def test_the_share_of_slices_is_read_from_the_files_statistics(spark, settings):
+    store = TableStore(spark, settings)
+    ref, schema = settings.table("silver", "t"), "id long, day date"
+    d = [date(2024, 1, n) for n in range(1, 5)]
+    store.replace_slice(spark.createDataFrame([(1, d[0]), (2, d[0]), (3, d[1])], schema), ref, where="true")
+    store.replace_slice(spark.createDataFrame([(4, d[2])], schema), ref, where=batch_predicate(d[2], "day"))
+    delta = local_upkeep.load(ref.path)
+    assert local_upkeep.slices_share(delta, "day", [d[2]]) == 0.25  # its own file
+    assert local_upkeep.slices_share(delta, "day", [d[1]]) == 0.75  # in the file of days 1-2
+    assert local_upkeep.slices_share(delta, "day", [d[3]]) == 0.0
+    assert local_upkeep.slices_share(delta, "id", [2]) == 0.75
 
 
 @pytest.mark.delta
