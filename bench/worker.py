@@ -122,6 +122,20 @@ def pipeline(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
+def first_load(args: argparse.Namespace) -> dict[str, Any]:
+    """One first load of the last day of ``--days``, in a process of its own, as ``lakehouse run``
+    makes it: the peak RSS of a user's run (the ``pipeline`` worker's is over all its runs and
+    the floors in one process, whose memory the engine's allocator does not all give back between
+    them)."""
+    landing, root = Path(args.landing), Path(args.tables)
+    measured = date.fromisoformat(args.days.split(",")[-1])
+    settings = _settings(args.engine, landing, root / "run")
+    t0 = time.perf_counter()
+    run_layers(get_spark(settings), settings, measured)
+    return {"engine": args.engine, "day": measured.isoformat(), "total_s": time.perf_counter() - t0,
+            "peak_rss_mb": _peak_rss_mb()}  # fmt: skip
+
+
 def _history(args: argparse.Namespace) -> tuple[Any, Path, date]:
     """Every day of ``--days`` but the last loaded (not timed) into ``<tables>/history``: the
     session, that history and the day to measure on top of it."""
@@ -288,7 +302,7 @@ def profile(args: argparse.Namespace) -> dict[str, Any]:
 
 def main() -> None:
     p = argparse.ArgumentParser()
-    p.add_argument("mode", choices=["pipeline", "incremental", "history", "duckdb", "profile"])
+    p.add_argument("mode", choices=["pipeline", "first_load", "incremental", "history", "duckdb", "profile"])
     p.add_argument("--engine", default="sail")
     p.add_argument("--landing", required=True)
     p.add_argument("--tables", required=True)
@@ -299,6 +313,7 @@ def main() -> None:
     args = p.parse_args()
     modes = {
         "pipeline": pipeline,
+        "first_load": first_load,
         "incremental": incremental,
         "history": history,
         "duckdb": duckdb_reference,
