@@ -79,8 +79,11 @@ def slices_share(delta: DeltaTable, column: str, values: Sequence[date]) -> floa
             return None
         total += rows
         low, high = (lows[i] if lows else None), (highs[i] if highs else None)
-        if low is None or high is None or any(low <= v <= high for v in values):
-            touched += rows
+        try:
+            holds = low is None or high is None or any(low <= v <= high for v in values)
+        except TypeError:  # statistics not comparable with the values (say, time zones): not known
+            return None
+        touched += rows if holds else 0
     return touched / total if total else None
 
 

@@ -35,8 +35,9 @@ if TYPE_CHECKING:
 class TableHome(Protocol):
     # Whether a write that only adds rows may append without reading the table (see the module).
     blind_appends: bool
-    # Whether a merge that changes stored rows (and has no slices to rewrite) is cheaper as an
-    # overwrite of the whole table with the merged rows than as a MERGE INTO.
+    # Whether a merge that changes stored rows is cheaper as an overwrite of the whole table with
+    # the merged rows than as a MERGE INTO (and, when its slices' files hold most of the table's
+    # rows, than as a rewrite of those slices: see ``write_plan.merge_path``).
     whole_rewrites: bool
 
     def lock_path(self, table: TableRef) -> str | None:

@@ -122,25 +122,29 @@ def test_merge_gives_the_same_table_as_sql_merge_on_every_path(spark, settings, 
 
 
 @pytest.mark.parametrize(
-    ("slice_column", "whole_rewrites", "path"),
-    [(None, True, "rewrite"), (None, False, "merge"), ("day", True, "slices")],
-    ids=["rewrite", "merge", "slices"],
-)
+    ("slice_column", "whole_rewrites", "one_file", "path"),
+    [(None, True, False, "rewrite"), (None, False, False, "merge"), ("day", True, False, "slices"),
+     ("day", True, True, "rewrite")],
+    ids=["rewrite", "merge", "slices", "slices-in-the-one-file"],
+)  # fmt: skip
 @pytest.mark.delta
 def test_merge_without_an_update_condition_replaces_matched_rows_and_deletes_keys(
-    spark, settings, caplog, slice_column, whole_rewrites, path
+    spark, settings, caplog, slice_column, whole_rewrites, one_file, path
 ):
     """Without ``update_when`` a matched row ends as its source row, changed or not: the whole-table
     rewrite writes the source rows without telling which changed, as MERGE INTO does, and a slice
-    rewrite leaves an unchanged row stored outside its slices where it is."""
+    rewrite leaves an unchanged row stored outside its slices where it is. Slices whose files hold
+    half of the rows or more are rewritten with the whole table."""
     store = TableStore(spark, settings)
     store.home = dataclasses.replace(store.home, whole_rewrites=whole_rewrites)
     ref, schema = settings.table("gold", "t"), "id long, name string, day date"
     d = [date(2024, 1, n) for n in range(1, 4)]
-    for rows in ([(2, "b", d[0]), (3, "c", d[0])], [(1, "a", d[1]), (4, "x", d[1]), (None, "n", d[1])]):
+    stored = [[(2, "b", d[0]), (3, "c", d[0])], [(1, "a", d[1]), (4, "x", d[1]), (None, "n", d[1])]]
+    for rows in [stored[0] + stored[1]] if one_file else stored:
         store.merge(spark.createDataFrame(rows, schema), ref, keys=("id",), slice_column=slice_column)
     # unchanged (stored on day 2, outside the slices), changed, new, a NULL key (never matches:
-    # inserted), and a stored key deleted; the files of the slices hold 2 of the 5 rows
+    # inserted), and a stored key deleted; the files of the slices hold 2 of the 5 rows (all 5 in
+    # one file)
     batch = [(1, "a", d[1]), (2, "B", d[0]), (5, "e", d[2]), (None, "n2", d[2])]
     deletes = spark.createDataFrame([(3,)], "id long")
     with caplog.at_level(logging.INFO, logger="spark_jobs.tables"):
