@@ -236,6 +236,7 @@ class TableStore:
         deletes: DataFrame | None = None,
         prefix: str = "",
         columns: Sequence[str] | None = None,
+        known_effect: DataFrame | None = None,
     ) -> PreparedMerge:
         """Plan the :meth:`merge`, without running it: the plan's ``effect_query`` (None for a new
         table) is one row, with columns named after ``prefix``, that a caller may fetch together with
@@ -245,7 +246,9 @@ class TableStore:
 
         ``columns``: ``df``'s columns when the caller knows them; its schema is then checked against
         the table's by :meth:`execute_merge` (with the schema the caller fetched, see
-        ``engine.fetch_one``), else it is asked of the engine and checked here."""
+        ``engine.fetch_one``), else it is asked of the engine and checked here. ``known_effect``:
+        the one-row effect query, when the caller computed ``df`` from a join with the table as it
+        is now (``write_plan.compared_effect_query``), else it joins ``df`` to the table."""
         self._require_delta()
         if not self.home.exists(table):
             return PreparedMerge(table, df, None, None, keys, update_when, partition_by, slice_column, None, prefix)
@@ -256,15 +259,17 @@ class TableStore:
             self.check_schema(table, schema)
             columns = schema.fieldNames()
         source = flagged_source(df, deletes, keys, schema=schema)
-        query = effect_query(
-            source,
-            stored=stored,
-            keys=keys,
-            update_when=update_when,
-            columns=columns,
-            slice_column=slice_column,
-            prefix=prefix,
-        )
+        query = known_effect
+        if query is None:
+            query = effect_query(
+                source,
+                stored=stored,
+                keys=keys,
+                update_when=update_when,
+                columns=columns,
+                slice_column=slice_column,
+                prefix=prefix,
+            )
         return PreparedMerge(
             table,
             df,

@@ -174,6 +174,27 @@ def effect_query(
     return joined.agg(*aggs)
 
 
+def compared_effect_query(compared: DataFrame, *, slice_column: str, prefix: str = "") -> DataFrame:
+    """The :func:`effect_query` row (no deletes) of merging ``compared`` into a table whose rows it
+    was already compared with: its rows carry ``_other_present``, ``_other_same`` and
+    ``_other_<slice_column>`` (``silver.transforms.newest_per_key`` with ``compare_on``), from the
+    join that chose them, so the table is not joined again."""
+    stored_row, same = F.col("_other_present"), F.col("_other_same")
+    new, changed = ~stored_row, stored_row & ~same
+    s_slice, t_slice = F.col(slice_column), F.col(f"_other_{slice_column}")
+    written = new | changed
+    return compared.agg(
+        F.count_if(new).alias(f"{prefix}inserts"),
+        F.count_if(stored_row).alias(f"{prefix}matched"),
+        F.count_if(changed).alias(f"{prefix}updates"),
+        F.lit(0).alias(f"{prefix}deletes"),
+        F.array_union(F.collect_set(F.when(written, s_slice)), F.collect_set(F.when(changed, t_slice))).alias(
+            f"{prefix}slices"
+        ),
+        F.count_if((written & s_slice.isNull()) | (changed & t_slice.isNull())).alias(f"{prefix}null_slices"),
+    )
+
+
 def effect_from_row(row: Mapping[str, Any], *, slice_column: str | None, prefix: str = "") -> MergeEffect:
     """The :class:`MergeEffect` in a row of :func:`effect_query` (same ``slice_column`` and ``prefix``)."""
     slices = None

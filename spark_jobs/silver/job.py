@@ -34,8 +34,11 @@ from spark_jobs.silver.tables import SILVER_TABLES, SilverTable
 from spark_jobs.silver.transforms import LINEAGE, RAW, latest_per_key, newest_per_key, with_version_end_dates
 from spark_jobs.sources import SOURCES
 from spark_jobs.tables import PreparedMerge, TableStore, batch_predicate
+from spark_jobs.write_plan import compared_effect_query
 
 log = logging.getLogger(__name__)
+
+SLICE_COLUMN = "_batch_date"  # of every silver table: the batch each row came from
 
 
 @dataclass(frozen=True)
@@ -67,6 +70,10 @@ class MergePlan:
     upserts: DataFrame  # the final row of every key the batch affects (stored rows unchanged included)
     deletes: DataFrame | None  # keys whose stored row goes: only an earlier delivery of the batch had them
     fallback: bool  # whether other batches' rows were consulted (a re-delivered batch)
+    # ``upserts`` with what merging them would do, from the join that chose them (``newest_per_key``
+    # with ``compare_on``): when that join saw every stored row of their keys (a first delivery of a
+    # keyed table), else None
+    compared: DataFrame | None = None
 
 
 def plan_merge(
@@ -105,6 +112,9 @@ def plan_merge(
             touched = touched.unionByName(replaced.select("prd_key"))
         others = others.join(touched.distinct(), "prd_key", "left_semi")
         final = rows.transform(newest(others))
+    elif replaced is None:  # a first delivery: ``others`` is every stored row, so compare with them
+        compared = rows.transform(newest(others, keep_other_keys=False, compare_on=SLICE_COLUMN))
+        return MergePlan(compared.select(*columns), None, False, compared)
     else:  # a replaced key's stored row is of this batch: only the batch's keys have other rows
         final = rows.transform(newest(others, keep_other_keys=False))
     if earlier is not None:
@@ -216,12 +226,17 @@ def _table_plan(
     store: TableStore,
     planned: _Planned,
     *,
-    source: DataFrame,
+    computed: DataFrame,
     run_date: date,
 ) -> _TablePlan:
     """The one-row query of a planned table's checks (rows in, violations, conservation, what the
-    merge would do), ``source`` being its planned rows, computed."""
+    merge would do), ``computed`` being its planned rows (with the comparison columns when the plan
+    has them: ``MergePlan.compared``), computed."""
     batch, spec = planned.batch, planned.batch.spec
+    source, known_effect = computed, None
+    if planned.plan.compared is not None:
+        source = computed.select(*planned.columns)
+        known_effect = compared_effect_query(computed, slice_column=SLICE_COLUMN, prefix=f"{batch.prefix}merge_")
     prefix, where = batch.prefix, batch_predicate(run_date)
     queries = [dq.violations_query(planned.checked, batch.expectations, prefix=f"{prefix}in_")]
     deletes = materialize(planned.plan.deletes) if planned.plan.deletes is not None else None
@@ -235,10 +250,11 @@ def _table_plan(
         source,
         store.ref("silver", spec.name),
         keys=spec.keys,
-        slice_column="_batch_date",
+        slice_column=SLICE_COLUMN,
         deletes=deletes,
         prefix=f"{prefix}merge_",
         columns=planned.columns,
+        known_effect=known_effect,
     )
     if merge.effect_query is not None:
         queries.append(merge.effect_query)
@@ -401,7 +417,15 @@ def run_silver(
                 _plan(store, b, materialize(b.checked), schema, run_date)
                 for b, schema in zip(batches, checked_schemas, strict=True)
             ]
-            plans = [_table_plan(store, p, source=materialize(p.plan.upserts), run_date=run_date) for p in planned]
+            plans = [
+                _table_plan(
+                    store,
+                    p,
+                    computed=materialize(p.plan.compared if p.plan.compared is not None else p.plan.upserts),
+                    run_date=run_date,
+                )
+                for p in planned
+            ]
             row, schemas = fetch_one(
                 functools.reduce(DataFrame.crossJoin, [p.query for p in plans]),
                 probes=[df for p in plans for df in (p.rejected, p.source)],

@@ -176,10 +176,16 @@ def newest_per_key(
     recency: tuple[str, ...],
     columns: Sequence[str],
     keep_other_keys: bool = True,
+    compare_on: str | None = None,
 ) -> Callable[[DataFrame], DataFrame]:
     """The more recent (``recency``, greatest = newest) of the input's row and ``other``'s for each
     key, in ``columns``; both hold at most one row per key. ``keep_other_keys``: the keys only
     ``other`` has are kept too (a full join), else only the input's keys (a left join).
+
+    ``compare_on`` (a column of ``columns``, such as the batch date): also say, from the same join,
+    what writing the result over ``other`` would do: ``_other_present`` (the key has a row in
+    ``other``), ``_other_same`` (the result is that row, every column equal, NULL-safe) and
+    ``_other_<compare_on>`` (that row's value), so that no second join of the two is needed.
 
     One join, each side read once: the same result as :func:`latest_per_key` over the union of the
     two sides, with a fraction of its plan (which reads each side three times). On equal recency the
@@ -195,10 +201,18 @@ def newest_per_key(
             f"struct({', '.join(r.format(a='o.') for r in recency)}) > "
             f"struct({', '.join(r.format(a='m.') for r in recency)})"
         )
-        take_theirs = F.col("o._theirs").isNotNull() & (F.col("m._mine").isNull() | newer)
+        present = F.col("o._theirs").isNotNull()
+        take_theirs = present & (F.col("m._mine").isNull() | newer)
         joined = mine.join(theirs, on, "full" if keep_other_keys else "left")
+        chosen = [F.when(take_theirs, F.col(f"o.{c}")).otherwise(F.col(f"m.{c}")).alias(c) for c in columns]
+        if compare_on is None:
+            return joined.select(*chosen)
+        equal = functools.reduce(operator.and_, [F.col(f"m.{c}").eqNullSafe(F.col(f"o.{c}")) for c in columns])
         return joined.select(
-            *[F.when(take_theirs, F.col(f"o.{c}")).otherwise(F.col(f"m.{c}")).alias(c) for c in columns]
+            *chosen,
+            present.alias("_other_present"),
+            (take_theirs | (present & equal)).alias("_other_same"),
+            F.col(f"o.{compare_on}").alias(f"_other_{compare_on}"),
         )
 
     return transform

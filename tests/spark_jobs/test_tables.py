@@ -11,7 +11,16 @@ from pyspark.sql.types import IntegerType, LongType, StringType, StructField, St
 from spark_jobs import local_upkeep
 from spark_jobs.errors import SchemaMismatchError
 from spark_jobs.tables import TableStore, batch_predicate, schema_differences
-from spark_jobs.write_plan import REWRITE_FROM_SHARE, MergeEffect, MergePath, flagged_source, merge_effect, merge_path
+from spark_jobs.write_plan import (
+    REWRITE_FROM_SHARE,
+    MergeEffect,
+    MergePath,
+    compared_effect_query,
+    effect_from_row,
+    flagged_source,
+    merge_effect,
+    merge_path,
+)
 
 
 def test_schema_differences_name_missing_extra_and_retyped_columns():
@@ -188,6 +197,40 @@ def test_the_share_of_slices_is_read_from_the_files_statistics(spark, settings):
     assert local_upkeep.slices_share(delta, "day", [d[1]]) == 0.75  # in the file of days 1-2
     assert local_upkeep.slices_share(delta, "day", [d[3]]) == 0.0
     assert local_upkeep.slices_share(delta, "id", [2]) == 0.75
+
+
+def test_the_effect_read_off_the_planning_join_is_the_effect_of_joining_the_table_again(spark):
+    """Silver plans a first delivery's rows with one join to the stored rows (``newest_per_key``)
+    and reads what merging them does off that join (``compared_effect_query``): the same effect as
+    joining the planned rows to the table again (``merge_effect``)."""
+    from spark_jobs.silver.transforms import newest_per_key
+
+    schema = "id long, version int, name string, _batch_date date, _line_number long"
+    d = [date(2024, 1, n) for n in range(1, 5)]
+    stored = spark.createDataFrame(
+        [(1, 1, "a", d[0], 2), (2, 5, "b", d[0], 3), (3, 1, None, d[1], 2), (4, 1, "d", d[1], 3)], schema
+    )
+    batch = spark.createDataFrame(  # newer (changed), older (the stored row stays), NULL -> value, new
+        [(1, 2, "a2", d[3], 2), (2, 1, "b0", d[3], 3), (3, 2, "c", d[3], 4), (5, 1, "e", d[3], 5)], schema
+    )
+    recency = ("{a}version", "{a}_batch_date", "{a}_line_number")
+    compared = batch.transform(
+        newest_per_key(stored, keys=("id",), recency=recency, columns=batch.columns, keep_other_keys=False,
+                       compare_on="_batch_date")
+    )  # fmt: skip
+    row = compared_effect_query(compared, slice_column="_batch_date").first()
+    assert row is not None
+    got = effect_from_row(row.asDict(), slice_column="_batch_date")
+    planned = compared.select(*batch.columns)
+    again = merge_effect(
+        flagged_source(planned, None, ("id",)),
+        stored=stored,
+        keys=("id",),
+        update_when=None,
+        columns=batch.columns,
+        slice_column="_batch_date",
+    )
+    assert got == again == MergeEffect(inserts=1, matched=3, updates=2, slices=(d[0], d[1], d[3]))
 
 
 @pytest.mark.delta
