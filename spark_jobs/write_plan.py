@@ -155,15 +155,24 @@ def effect_query(
     joined, new, changed, removed = classified(
         source, stored=stored, keys=keys, update_when=update_when, columns=columns
     )
-    upsert = ~F.col(f"s.{DELETE}")
+    slices = (F.col(f"s.{slice_column}"), F.col(f"t.{slice_column}")) if slice_column else None
+    matched = ~F.col(f"s.{DELETE}") & ~new
+    return joined.agg(*_effect_columns(new, matched, changed, removed, slices=slices, prefix=prefix))
+
+
+def _effect_columns(
+    new: Column, matched: Column, changed: Column, removed: Column, *, slices: tuple[Column, Column] | None, prefix: str
+) -> list[Column]:
+    """The aggregates of an effect row (read by :func:`effect_from_row`) from the conditions of a
+    source row: ``slices`` are the source row's and its stored row's slice columns (None: none)."""
     aggs = [
         F.count_if(new).alias(f"{prefix}inserts"),
-        F.count_if(upsert & ~new).alias(f"{prefix}matched"),
+        F.count_if(matched).alias(f"{prefix}matched"),
         F.count_if(changed).alias(f"{prefix}updates"),
         F.count_if(removed).alias(f"{prefix}deletes"),
     ]
-    if slice_column:
-        s_slice, t_slice = F.col(f"s.{slice_column}"), F.col(f"t.{slice_column}")
+    if slices is not None:
+        s_slice, t_slice = slices
         written, rewritten = new | changed, changed | removed
         aggs += [
             F.array_union(F.collect_set(F.when(written, s_slice)), F.collect_set(F.when(rewritten, t_slice))).alias(
@@ -171,7 +180,7 @@ def effect_query(
             ),
             F.count_if((written & s_slice.isNull()) | (rewritten & t_slice.isNull())).alias(f"{prefix}null_slices"),
         ]
-    return joined.agg(*aggs)
+    return aggs
 
 
 def compared_effect_query(compared: DataFrame, *, slice_column: str, prefix: str = "") -> DataFrame:
@@ -180,19 +189,9 @@ def compared_effect_query(compared: DataFrame, *, slice_column: str, prefix: str
     ``_other_<slice_column>`` (``silver.transforms.newest_per_key`` with ``compare_on``), from the
     join that chose them, so the table is not joined again."""
     stored_row, same = F.col("_other_present"), F.col("_other_same")
-    new, changed = ~stored_row, stored_row & ~same
-    s_slice, t_slice = F.col(slice_column), F.col(f"_other_{slice_column}")
-    written = new | changed
-    return compared.agg(
-        F.count_if(new).alias(f"{prefix}inserts"),
-        F.count_if(stored_row).alias(f"{prefix}matched"),
-        F.count_if(changed).alias(f"{prefix}updates"),
-        F.lit(0).alias(f"{prefix}deletes"),
-        F.array_union(F.collect_set(F.when(written, s_slice)), F.collect_set(F.when(changed, t_slice))).alias(
-            f"{prefix}slices"
-        ),
-        F.count_if((written & s_slice.isNull()) | (changed & t_slice.isNull())).alias(f"{prefix}null_slices"),
-    )
+    slices = (F.col(slice_column), F.col(f"_other_{slice_column}"))
+    aggs = _effect_columns(~stored_row, stored_row, stored_row & ~same, F.lit(False), slices=slices, prefix=prefix)
+    return compared.agg(*aggs)
 
 
 def effect_from_row(row: Mapping[str, Any], *, slice_column: str | None, prefix: str = "") -> MergeEffect:

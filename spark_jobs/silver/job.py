@@ -226,18 +226,19 @@ def _table_plan(
     store: TableStore,
     planned: _Planned,
     *,
-    computed: DataFrame,
     run_date: date,
 ) -> _TablePlan:
     """The one-row query of a planned table's checks (rows in, violations, conservation, what the
-    merge would do), ``computed`` being its planned rows (with the comparison columns when the plan
-    has them: ``MergePlan.compared``), computed."""
+    merge would do), over its planned rows, computed here (with what merging them does, when the
+    plan has it: ``MergePlan.compared``)."""
     batch, spec = planned.batch, planned.batch.spec
-    source, known_effect = computed, None
-    if planned.plan.compared is not None:
-        source = computed.select(*planned.columns)
-        known_effect = compared_effect_query(computed, slice_column=SLICE_COLUMN, prefix=f"{batch.prefix}merge_")
     prefix, where = batch.prefix, batch_predicate(run_date)
+    compared = planned.plan.compared
+    source = materialize(compared if compared is not None else planned.plan.upserts)
+    known_effect = None
+    if compared is not None:
+        known_effect = compared_effect_query(source, slice_column=SLICE_COLUMN, prefix=f"{prefix}merge_")
+        source = source.select(*planned.columns)
     queries = [dq.violations_query(planned.checked, batch.expectations, prefix=f"{prefix}in_")]
     deletes = materialize(planned.plan.deletes) if planned.plan.deletes is not None else None
     out_checked = None
@@ -417,15 +418,7 @@ def run_silver(
                 _plan(store, b, materialize(b.checked), schema, run_date)
                 for b, schema in zip(batches, checked_schemas, strict=True)
             ]
-            plans = [
-                _table_plan(
-                    store,
-                    p,
-                    computed=materialize(p.plan.compared if p.plan.compared is not None else p.plan.upserts),
-                    run_date=run_date,
-                )
-                for p in planned
-            ]
+            plans = [_table_plan(store, p, run_date=run_date) for p in planned]
             row, schemas = fetch_one(
                 functools.reduce(DataFrame.crossJoin, [p.query for p in plans]),
                 probes=[df for p in plans for df in (p.rejected, p.source)],
