@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -77,3 +78,20 @@ def test_fetch_one_brings_the_row_and_the_probes_schemas_in_three_round_trips(sp
         rows.schema.simpleString(),
         other.schema.simpleString(),
     ]
+
+
+@pytest.mark.parametrize(("given", "expected"), [(None, "100"), ("250", "250")], ids=["default", "user's own"])
+def test_the_embedded_engines_allocator_purges_freed_memory_after_the_delay_the_engine_sets(given, expected):
+    """Sail's allocator (mimalloc) reads MIMALLOC_PURGE_DELAY once, when pysail loads: the embedded
+    engine sets it before that, and a value the user set wins. Asked of mimalloc itself (its
+    verbose start-up lists its options), in a process of its own."""
+    import os
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MIMALLOC_")}
+    env["MIMALLOC_VERBOSE"] = "1"
+    if given is not None:
+        env["MIMALLOC_PURGE_DELAY"] = given
+    script = "import os\nfrom spark_jobs.engine import _sail_address\n_sail_address()\nos._exit(0)\n"
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
+    options = done.stderr + done.stdout
+    assert re.search(rf"option 'purge_delay': {expected}\b", options), options[-2000:]
