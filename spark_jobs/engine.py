@@ -30,6 +30,7 @@ from spark_jobs.errors import EngineUnavailableError, SettingsError
 from spark_jobs.settings import Engine, Settings
 
 if TYPE_CHECKING:
+    import pyarrow as pa
     from pyspark.sql import DataFrame, SparkSession
 
 log = logging.getLogger(__name__)
@@ -105,6 +106,18 @@ def fetch_one(query: DataFrame, *, probes: Sequence[DataFrame] = ()) -> tuple[di
     if row is None:
         raise ValueError("expected a one-row query, got no row")
     return row.asDict(), schemas
+
+
+def fetch_arrow(df: DataFrame) -> pa.Table:
+    """The rows of ``df`` as Arrow, in one round trip, with the engine's own Arrow types (the
+    caller casts them to where they go). ``DataFrame.toArrow`` asks for the schema first (a second
+    round trip) to cast the result to Spark's types; Spark Connect's execution already returns
+    Arrow, which ``_to_table`` hands over as it came."""
+    to_table = getattr(df, "_to_table", None)
+    if to_table is None:  # classic Spark
+        return df.toArrow()
+    table, _ = to_table()
+    return table
 
 
 def supports_delta(spark: SparkSession) -> bool:

@@ -13,10 +13,13 @@ from typing import TYPE_CHECKING
 
 from pyspark.sql.types import StructType
 
+from spark_jobs.errors import SchemaMismatchError
+
 if TYPE_CHECKING:
     from collections.abc import Sequence
     from datetime import date
 
+    import pyarrow as pa
     from deltalake import DeltaTable
 
 log = logging.getLogger(__name__)
@@ -30,6 +33,12 @@ COMPACT_ABOVE_FILES = 16
 # time-travel to most versions older than a checkpoint ("Missing commit file"), so checkpoints are
 # kept rare; the deltalake package reads every version.
 CHECKPOINT_EVERY = 100
+# Appends of at most this many rows (known before the write: a daily batch's records, new keys,
+# dq_metrics rows) are fetched as Arrow and committed by ``deltalake`` in this process: Sail's
+# append of 100 rows to a table of 30 daily commits took 18-20 ms vs 7 ms to a new table (it reads
+# the log again to commit), ``deltalake``'s to the table already loaded under the lock 10-11 ms,
+# the fetch included. Larger appends go through the engine (the rows would pass through Python).
+IN_PROCESS_APPEND_ROWS = 50_000
 
 
 def has_commits(path: str) -> bool:
@@ -85,6 +94,22 @@ def slices_share(delta: DeltaTable, column: str, values: Sequence[date]) -> floa
             return None
         touched += rows if holds else 0
     return touched / total if total else None
+
+
+def append_arrow(delta: DeltaTable, rows: pa.Table) -> None:
+    """Commit ``rows`` to ``delta`` (loaded and up to date) as one append, in the table's own
+    partitioning, cast to the table's Arrow types by column name (the callers check the Spark
+    schema against the table's first; a column the table lacks fails here all the same)."""
+    import pyarrow as pa
+    from deltalake import write_deltalake
+
+    target = pa.schema(delta.schema().to_arrow())
+    if sorted(rows.column_names) != sorted(target.names):
+        raise SchemaMismatchError(
+            f"schema mismatch for the table at {delta.table_uri}: rows have columns {sorted(rows.column_names)}, "
+            f"the table {sorted(target.names)}"
+        )
+    write_deltalake(delta, rows.select(target.names).cast(target), mode="append")
 
 
 def compact(path: str, *, above_files: int = COMPACT_ABOVE_FILES, delta: DeltaTable | None = None) -> bool:

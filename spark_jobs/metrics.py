@@ -19,4 +19,4 @@ def write_metrics(store: TableStore, *, layer: str, run_date: date, rows: list[t
     in_list = ", ".join(f"'{t}'" for t in tables)
     where = f"run_date = DATE'{run_date.isoformat()}' AND table_name IN ({in_list})"
     table = store.ref(layer, METRICS_TABLE)
-    store.replace_slice(df, table, where=where, partition_by=("run_date",), schema=dq.METRICS_SCHEMA)
+    store.replace_slice(df, table, where=where, partition_by=("run_date",), schema=dq.METRICS_SCHEMA, rows=len(rows))

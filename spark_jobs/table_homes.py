@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 from spark_jobs import local_upkeep, table_locks
+from spark_jobs.engine import fetch_arrow
 from spark_jobs.errors import TableNotFoundError
 
 if TYPE_CHECKING:
@@ -53,6 +54,9 @@ class TableHome(Protocol):
     def save(self, writer: DataFrameWriter, table: TableRef) -> None:
         """Commit ``writer`` to the table (and do the upkeep a commit makes due)."""
 
+    def append(self, df: DataFrame, table: TableRef, *, rows: int | None = None) -> None:
+        """Add ``df``'s rows to the existing table (``rows``: how many, when the caller knows)."""
+
     def after_rewrite(self, table: TableRef) -> None:
         """Upkeep after a write that added files to a table with history (compaction)."""
 
@@ -80,6 +84,7 @@ class LocalDeltaHome:
     # same rows (one changed row and 31 new ones: 0.125 s vs 0.046 s on a table of 19k rows,
     # 0.18 s vs 0.081 s on 185k), so a local table is rewritten instead, under its lock.
     whole_rewrites: bool = True
+    in_process_rows: int = local_upkeep.IN_PROCESS_APPEND_ROWS
     _logs: dict[str, tuple[int, DeltaTable]] = field(default_factory=dict, repr=False)
 
     def lock_path(self, table: TableRef) -> str | None:
@@ -102,6 +107,20 @@ class LocalDeltaHome:
         path = _path(table)
         writer.save(path)
         local_upkeep.checkpoint_if_due(path, every=self.checkpoint_every)
+
+    def append(self, df: DataFrame, table: TableRef, *, rows: int | None = None) -> None:
+        """A known small append (a daily batch's new rows) is fetched as Arrow and committed by
+        ``deltalake`` in this process, to the table as already read under the lock: the engine's
+        append reads the table's log again for its commit, ~2.5x the cost on a table with history
+        (``local_upkeep.IN_PROCESS_APPEND_ROWS``). Larger or unknown ones go through the engine."""
+        path = _path(table)
+        if rows is None or rows > self.in_process_rows:
+            self.save(df.write.format("delta").mode("append"), table)
+            return
+        data = fetch_arrow(df)
+        if data.num_rows:  # nothing to add: no commit
+            local_upkeep.append_arrow(self._log(path), data)
+            local_upkeep.checkpoint_if_due(path, every=self.checkpoint_every)
 
     def after_rewrite(self, table: TableRef) -> None:
         path = _path(table)
@@ -151,6 +170,9 @@ class CatalogHome:
 
     def save(self, writer: DataFrameWriter, table: TableRef) -> None:
         writer.saveAsTable(_name(table))
+
+    def append(self, df: DataFrame, table: TableRef, *, rows: int | None = None) -> None:
+        self.save(df.write.format("delta").mode("append"), table)
 
     def after_rewrite(self, table: TableRef) -> None:
         return None  # auto compaction and checkpoints on Databricks

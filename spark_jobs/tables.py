@@ -29,10 +29,13 @@ from spark_jobs.settings import Settings, TableRef
 from spark_jobs.table_homes import TableHome, home_for
 from spark_jobs.write_plan import (
     DELETE,
+    OTHER_PRESENT,
     MergeEffect,
     MergePath,
     SlicePath,
+    changed_rows,
     classified,
+    compared_effect_query,
     effect_from_row,
     effect_query,
     flagged_source,
@@ -92,6 +95,9 @@ class PreparedMerge:
     prefix: str
     columns: tuple[str, ...] = ()  # ``df``'s columns (known when the table exists)
     schema_checked: bool = False  # whether ``df``'s schema was checked against the table's
+    # ``df`` with what writing each row does (``write_plan.compared_effect_query``), when the caller
+    # computed it from a join with the table as it is: the write takes the rows that change off it
+    compared: DataFrame | None = None
 
     def effect(self, row: Mapping[str, Any]) -> MergeEffect:
         """The effect of the merge, read from a row holding ``effect_query``'s columns."""
@@ -147,6 +153,7 @@ class TableStore:
         partition_by: tuple[str, ...] = (),
         known_empty: bool = False,
         schema: StructType | None = None,
+        rows: int | None = None,
     ) -> None:
         """Overwrite the rows of ``table`` matching ``where`` with ``df`` (create the table if new).
 
@@ -155,6 +162,8 @@ class TableStore:
         ``df`` has no rows, so the write is skipped when the slice is already empty. A still empty
         slice (a new batch) is appended to where the table's home allows it (``slice_path``).
         ``schema``: ``df``'s schema when the caller already has it (it is checked all the same).
+        ``rows``: how many rows ``df`` has, when the caller knows (a small append is then written
+        in this process where the home does that: ``TableHome.append``).
         """
         self._require_delta()
         with self.writing([table]):
@@ -170,14 +179,15 @@ class TableStore:
             if path is not SlicePath.CREATE:
                 actual = schema if schema is not None else df.schema  # asking is a round trip
                 assert_schema(expected=stored, actual=actual, what=f"table {table}")
+            if path is SlicePath.APPEND:
+                self.home.append(df, table, rows=rows)
+                return
             writer = df.write.format("delta")
             if path is SlicePath.CREATE:
                 log.info("creating table %s", table)
                 writer = writer.mode("overwrite")
                 if partition_by:
                     writer = writer.partitionBy(*partition_by)
-            elif path is SlicePath.APPEND:
-                writer = writer.mode("append")
             else:
                 writer = writer.mode("overwrite").option("replaceWhere", where)
             self.home.save(writer, table)
@@ -236,7 +246,7 @@ class TableStore:
         deletes: DataFrame | None = None,
         prefix: str = "",
         columns: Sequence[str] | None = None,
-        known_effect: DataFrame | None = None,
+        compared: DataFrame | None = None,
     ) -> PreparedMerge:
         """Plan the :meth:`merge`, without running it: the plan's ``effect_query`` (None for a new
         table) is one row, with columns named after ``prefix``, that a caller may fetch together with
@@ -246,9 +256,12 @@ class TableStore:
 
         ``columns``: ``df``'s columns when the caller knows them; its schema is then checked against
         the table's by :meth:`execute_merge` (with the schema the caller fetched, see
-        ``engine.fetch_one``), else it is asked of the engine and checked here. ``known_effect``:
-        the one-row effect query, when the caller computed ``df`` from a join with the table as it
-        is now (``write_plan.compared_effect_query``), else it joins ``df`` to the table."""
+        ``engine.fetch_one``), else it is asked of the engine and checked here. ``compared``: ``df``
+        with the columns saying what writing each row does, when the caller computed ``df`` from a
+        join with the table as it is now (``silver.transforms.newest_per_key`` with ``compare_on``
+        the ``slice_column``; no ``deletes``): the effect and the rows to write are read off it
+        (``write_plan.compared_effect_query``, ``write_plan.changed_rows``), else ``df`` is joined
+        to the table for each."""
         self._require_delta()
         if not self.home.exists(table):
             return PreparedMerge(table, df, None, None, keys, update_when, partition_by, slice_column, None, prefix)
@@ -259,8 +272,11 @@ class TableStore:
             self.check_schema(table, schema)
             columns = schema.fieldNames()
         source = flagged_source(df, deletes, keys, schema=schema)
-        query = known_effect
-        if query is None:
+        if compared is not None:
+            if slice_column is None or deletes is not None:
+                raise ValueError("a compared merge source needs its slice column and no deletes")
+            query = compared_effect_query(compared, slice_column=slice_column, prefix=prefix)
+        else:
             query = effect_query(
                 source,
                 stored=stored,
@@ -283,6 +299,7 @@ class TableStore:
             prefix,
             tuple(columns),
             schema is not None,
+            compared,
         )
 
     def stored_schema(self, table: TableRef) -> StructType | None:
@@ -328,8 +345,13 @@ class TableStore:
             if path is MergePath.NOTHING:
                 return
             if path is MergePath.APPEND:
-                new_rows = p.df.join(p.stored.select(*p.keys), list(p.keys), "left_anti") if effect.matched else p.df
-                self.home.save(new_rows.write.format("delta").mode("append"), p.table)
+                if p.compared is not None:
+                    new_rows = p.compared.filter(~F.col(OTHER_PRESENT)).select(*p.columns)
+                elif effect.matched:
+                    new_rows = p.df.join(p.stored.select(*p.keys), list(p.keys), "left_anti")
+                else:
+                    new_rows = p.df
+                self.home.append(new_rows, p.table, rows=effect.inserts)
             elif path is MergePath.SLICES:
                 assert effect.slices and p.slice_column
                 self._rewrite(p, where=" OR ".join(batch_predicate(d, p.slice_column) for d in effect.slices))
@@ -350,6 +372,9 @@ class TableStore:
             # row) or goes: the rows need not be told apart, so the source is not joined to the table.
             written = p.source.filter(~F.col(DELETE)).select(*p.columns)
             kept = inside.join(p.source.select(*keys), keys, "left_anti")
+        elif p.compared is not None:  # the rows that change, read off the join that planned them
+            written = changed_rows(p.compared).select(*p.columns)
+            kept = inside.join(written.select(*keys), keys, "left_anti")
         else:
             # Only the rows that change are written: an unchanged source row's stored row may lie
             # outside the slices, or ``update_when`` may keep the stored row.

@@ -22,6 +22,10 @@ if TYPE_CHECKING:
     from pyspark.sql.types import StructType
 
 DELETE = "_delete"  # flag column of a merge source: the key's stored row is deleted
+# Columns of a source compared with the table it is merged into (``silver.transforms.newest_per_key``
+# with ``compare_on``): whether the key has a stored row, and whether the row is that stored row
+# (every column equal); with the stored row's ``_other_<slice column>``
+OTHER_PRESENT, OTHER_SAME = "_other_present", "_other_same"
 
 
 @dataclass(frozen=True)
@@ -188,10 +192,16 @@ def compared_effect_query(compared: DataFrame, *, slice_column: str, prefix: str
     was already compared with: its rows carry ``_other_present``, ``_other_same`` and
     ``_other_<slice_column>`` (``silver.transforms.newest_per_key`` with ``compare_on``), from the
     join that chose them, so the table is not joined again."""
-    stored_row, same = F.col("_other_present"), F.col("_other_same")
+    stored_row, same = F.col(OTHER_PRESENT), F.col(OTHER_SAME)
     slices = (F.col(slice_column), F.col(f"_other_{slice_column}"))
     aggs = _effect_columns(~stored_row, stored_row, stored_row & ~same, F.lit(False), slices=slices, prefix=prefix)
     return compared.agg(*aggs)
+
+
+def changed_rows(compared: DataFrame) -> DataFrame:
+    """The rows of a compared source (see :func:`compared_effect_query`) that its merge writes: new
+    keys and rows that differ from the stored one (the others are the stored rows already)."""
+    return compared.filter(~F.col(OTHER_SAME))
 
 
 def effect_from_row(row: Mapping[str, Any], *, slice_column: str | None, prefix: str = "") -> MergeEffect:

@@ -190,7 +190,12 @@ def run_bronze(
                     store, name=name, path=path, batch_date=batch_date, tables=(target, quarantine)
                 )
             store.replace_slice(
-                ingested.records, target, where=where, partition_by=(BATCH_DATE,), schema=schemas[2 * i]
+                ingested.records,
+                target,
+                where=where,
+                partition_by=(BATCH_DATE,),
+                schema=schemas[2 * i],
+                rows=n_records,
             )
             store.replace_slice(
                 ingested.rejects,
@@ -199,6 +204,7 @@ def run_bronze(
                 partition_by=(BATCH_DATE,),
                 known_empty=n_rejects == 0,
                 schema=schemas[2 * i + 1],
+                rows=n_rejects,
             )
         status = "loaded" if info.header else "empty"
         results[name] = BronzeTableResult(name, status, path, n_records, n_rejects)

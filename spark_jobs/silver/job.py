@@ -34,7 +34,6 @@ from spark_jobs.silver.tables import SILVER_TABLES, SilverTable
 from spark_jobs.silver.transforms import LINEAGE, RAW, latest_per_key, newest_per_key, with_version_end_dates
 from spark_jobs.sources import SOURCES
 from spark_jobs.tables import PreparedMerge, TableStore, batch_predicate
-from spark_jobs.write_plan import compared_effect_query
 
 log = logging.getLogger(__name__)
 
@@ -235,10 +234,8 @@ def _table_plan(
     prefix, where = batch.prefix, batch_predicate(run_date)
     compared = planned.plan.compared
     source = materialize(compared if compared is not None else planned.plan.upserts)
-    known_effect = None
-    if compared is not None:
-        known_effect = compared_effect_query(source, slice_column=SLICE_COLUMN, prefix=f"{prefix}merge_")
-        source = source.select(*planned.columns)
+    if compared is not None:  # the planned rows with what merging them does
+        compared, source = source, source.select(*planned.columns)
     queries = [dq.violations_query(planned.checked, batch.expectations, prefix=f"{prefix}in_")]
     deletes = materialize(planned.plan.deletes) if planned.plan.deletes is not None else None
     out_checked = None
@@ -255,7 +252,7 @@ def _table_plan(
         deletes=deletes,
         prefix=f"{prefix}merge_",
         columns=planned.columns,
-        known_effect=known_effect,
+        compared=compared,
     )
     if merge.effect_query is not None:
         queries.append(merge.effect_query)
@@ -342,6 +339,7 @@ def _decide(
             partition_by=("_batch_date",),
             known_empty=counts.quarantined == 0,
             schema=plan.rejected_schema,
+            rows=counts.quarantined,
         )
     )
     if plan.merge is not None:

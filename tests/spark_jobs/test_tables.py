@@ -6,6 +6,7 @@ from datetime import date
 from pathlib import Path
 
 import pytest
+from pyspark.sql import functions as F
 from pyspark.sql.types import IntegerType, LongType, StringType, StructField, StructType
 
 from spark_jobs import local_upkeep
@@ -384,3 +385,118 @@ def test_a_tables_state_read_under_its_lock_follows_the_jobs_own_commits_and_oth
         )
         assert store.stored_schema(ref).fieldNames() == ["id", "name"]
         assert store.slice_is_empty(ref, "id = 1") and not store.slice_is_empty(ref, "id = 5")
+
+
+def _last_engine(ref) -> str:
+    from deltalake import DeltaTable
+
+    return str(DeltaTable(ref.path).history(1)[0].get("engineInfo", ""))
+
+
+@pytest.mark.delta
+def test_a_small_known_append_is_written_in_process_with_the_engines_rows_and_types(spark, settings):
+    """A known small append to a local table is fetched as Arrow and committed by deltalake (one
+    round trip, the table's log already read under its lock); the table reads back exactly as the
+    same append made by the engine, types and partitions included. Larger or unknown appends, and
+    a count that turns out low, still write every row."""
+    from decimal import Decimal
+
+    from bench.roundtrips import counting, total
+
+    store = TableStore(spark, settings)
+    schema = "id long, n int, name string, price decimal(10,2), ok boolean, at timestamp, day date"
+    at = "2024-01-02 03:04:05.123456"
+    first = spark.createDataFrame([(1, 1, "a", Decimal("1.50"), True, None, date(2024, 1, 1))], schema)
+    more = spark.sql(
+        f"SELECT CAST(id AS BIGINT) AS id, CAST(id AS INT) AS n, IF(id = 3, NULL, 'é' || id) AS name, "
+        f"CAST(id / 4 AS DECIMAL(10,2)) AS price, id % 2 = 0 AS ok, TIMESTAMP'{at}' AS at, "
+        "DATE'2024-01-02' AS day FROM range(2, 6)"
+    )
+    in_process, by_engine = settings.table("bronze", "a"), settings.table("bronze", "b")
+    for ref in (in_process, by_engine):
+        store.replace_slice(first, ref, where="day = DATE'2024-01-01'", partition_by=("day",))
+    known = more.schema  # as the jobs pass it, fetched with their checks
+    with counting() as trips:
+        store.replace_slice(more, in_process, where="day = DATE'2024-01-02'", schema=known, rows=4)
+    assert total(trips) == 1  # the fetch (no analysis), then the commit in this process
+    store.replace_slice(more, by_engine, where="day = DATE'2024-01-02'")  # rows not known
+    assert _last_engine(in_process).startswith("delta-rs") and _last_engine(by_engine).startswith("sail")
+    assert _last_operation(in_process) == _last_operation(by_engine) == "WRITE Append"
+    assert store.stored_schema(in_process) == store.stored_schema(by_engine)
+    assert sorted(store.read(in_process).collect()) == sorted(store.read(by_engine).collect())
+    assert store.read(in_process).filter("day = DATE'2024-01-02'").count() == 4  # in its partition
+    assert not store.slice_is_empty(in_process, "day = DATE'2024-01-02'")
+
+    later = more.withColumn("day", F.lit(date(2024, 1, 3)))
+    store.home = dataclasses.replace(store.home, in_process_rows=3)
+    store.replace_slice(later, in_process, where="day = DATE'2024-01-03'", rows=4)  # over the limit
+    assert _last_engine(in_process).startswith("sail")
+    store.replace_slice(  # a count that is wrong: every row is written all the same
+        later.withColumn("day", F.lit(date(2024, 1, 4))), in_process, where="day = DATE'2024-01-04'", rows=0
+    )
+    assert store.read(in_process).filter("day = DATE'2024-01-04'").count() == 4
+    assert store.read(in_process).count() == 13
+
+
+@pytest.mark.delta
+def test_an_in_process_append_with_other_columns_than_the_table_fails_by_name(spark, settings):
+    store = TableStore(spark, settings)
+    ref = settings.table("silver", "t")
+    store.replace_slice(spark.createDataFrame([(1, "a")], "id long, name string"), ref, where="id = 1")
+    with pytest.raises(SchemaMismatchError, match=r"silver/t/?: rows have columns \['id', 'nick'\]"):
+        store.home.append(spark.createDataFrame([(2, "b")], "id long, nick string"), ref, rows=1)
+    assert [tuple(r) for r in store.read(ref).collect()] == [(1, "a")]
+
+
+@pytest.mark.parametrize(
+    ("batch_rows", "path"),
+    [
+        ([(2, 5, "b", 1, 3), (5, 1, "e", 4, 5)], "append"),  # an unchanged stored row and a new key
+        ([(1, 2, "a2", 4, 2), (2, 1, "b0", 4, 3), (5, 1, "e", 4, 5)], "slices"),  # newer, older, new
+        ([(3, 2, "c", 4, 4), (4, 1, "d", 2, 3)], "rewrite"),  # NULL -> value in the table's one file
+    ],
+    ids=["append", "slices", "rewrite"],
+)
+@pytest.mark.delta
+def test_a_merge_that_reads_its_rows_off_the_planning_join_writes_what_sql_merge_does(
+    spark, settings, batch_rows, path, caplog
+):
+    """Silver's first delivery hands ``prepare_merge`` its planned rows with the comparison made by
+    the join that planned them (``compared``): the append takes the new keys, a slice or whole
+    rewrite the changed rows, off that comparison instead of joining the table again, and the table
+    ends as a SQL MERGE of the planned rows leaves it."""
+    from spark_jobs.silver.transforms import newest_per_key
+
+    store = TableStore(spark, settings)
+    schema = "id long, version int, name string, _batch_date date, _line_number long"
+    ref, expected = settings.table("silver", "t"), settings.table("silver", "reference")
+    day = {n: date(2024, 1, n) for n in range(1, 5)}
+    stored = [(1, 1, "a", day[1], 2), (2, 5, "b", day[1], 3), (3, 1, None, day[2], 2), (4, 1, "d", day[2], 3)]
+    stored += [(i, 1, "f", day[3], i) for i in range(6, 10)]  # so that the first file is a quarter of the table
+    for target in (ref, expected):
+        store.replace_slice(spark.createDataFrame(stored[:2], schema), target, where="true")
+        if path != "rewrite":  # else the table is one file: the slices are most of it
+            store.merge(spark.createDataFrame(stored[2:], schema), target, keys=("id",), slice_column="_batch_date")
+        else:
+            store.replace_slice(spark.createDataFrame(stored, schema), target, where="true")
+    batch = spark.createDataFrame([(i, v, n, day[d], line) for i, v, n, d, line in batch_rows], schema)
+    recency = ("{a}version", "{a}_batch_date", "{a}_line_number")
+    compared = batch.transform(
+        newest_per_key(store.read(ref), keys=("id",), recency=recency, columns=batch.columns,
+                       keep_other_keys=False, compare_on="_batch_date")
+    ).localCheckpoint()  # fmt: skip
+    planned = compared.select(*batch.columns)
+    with store.writing([ref]):
+        prepared = store.prepare_merge(
+            planned, ref, keys=("id",), slice_column="_batch_date", columns=batch.columns, compared=compared
+        )
+        assert prepared.effect_query is not None
+        with caplog.at_level(logging.INFO, logger="spark_jobs.tables"):
+            store.execute_merge(prepared, prepared.effect(prepared.effect_query.first().asDict()))
+    assert f"-> {path}" in caplog.text
+    planned.createOrReplaceTempView("planned")
+    spark.sql(
+        f"MERGE INTO {expected.sql} t USING planned s ON t.id = s.id "
+        "WHEN MATCHED THEN UPDATE SET * WHEN NOT MATCHED THEN INSERT *"
+    )
+    assert sorted(store.read(ref).collect()) == sorted(store.read(expected).collect())
