@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from datetime import date
 
+import pyarrow as pa
+from pyspark.sql.pandas.types import to_arrow_schema
+
 from spark_jobs import dq
 from spark_jobs.tables import TableStore
 
@@ -15,8 +18,15 @@ def write_metrics(store: TableStore, *, layer: str, run_date: date, rows: list[t
     if not rows:
         return
     tables = sorted({str(r[2]) for r in rows})
-    df = store.spark.createDataFrame(rows, dq.METRICS_SCHEMA)
+    # As Arrow, made here: a local table appends them in this process (no engine round trip); a
+    # DataFrame of them is made only for a write through the engine (it asks the session's settings).
+    names = dq.METRICS_SCHEMA.fieldNames()
+    arrow = pa.Table.from_pylist(
+        [dict(zip(names, r, strict=True)) for r in rows], schema=to_arrow_schema(dq.METRICS_SCHEMA, timezone="UTC")
+    )
     in_list = ", ".join(f"'{t}'" for t in tables)
     where = f"run_date = DATE'{run_date.isoformat()}' AND table_name IN ({in_list})"
     table = store.ref(layer, METRICS_TABLE)
-    store.replace_slice(df, table, where=where, partition_by=("run_date",), schema=dq.METRICS_SCHEMA, rows=len(rows))
+    store.replace_slice(
+        None, table, where=where, partition_by=("run_date",), schema=dq.METRICS_SCHEMA, rows=len(rows), arrow=arrow
+    )

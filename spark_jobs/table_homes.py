@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
     from datetime import date
 
+    import pyarrow as pa
     from deltalake import DeltaTable
     from pyspark.sql import DataFrame, DataFrameWriter, SparkSession
     from pyspark.sql.types import StructType
@@ -54,8 +55,12 @@ class TableHome(Protocol):
     def save(self, writer: DataFrameWriter, table: TableRef) -> None:
         """Commit ``writer`` to the table (and do the upkeep a commit makes due)."""
 
-    def append(self, df: DataFrame, table: TableRef, *, rows: int | None = None) -> None:
-        """Add ``df``'s rows to the existing table (``rows``: how many, when the caller knows)."""
+    def append(
+        self, df: DataFrame | None, table: TableRef, *, rows: int | None = None, arrow: pa.Table | None = None
+    ) -> None:
+        """Add ``df``'s rows to the existing table (``rows``: how many, when the caller knows;
+        ``arrow``: the rows, made in this process, with ``df`` None: a home that writes through the
+        engine makes a DataFrame of them)."""
 
     def after_rewrite(self, table: TableRef) -> None:
         """Upkeep after a write that added files to a table with history (compaction)."""
@@ -108,16 +113,18 @@ class LocalDeltaHome:
         writer.save(path)
         local_upkeep.checkpoint_if_due(path, every=self.checkpoint_every)
 
-    def append(self, df: DataFrame, table: TableRef, *, rows: int | None = None) -> None:
+    def append(
+        self, df: DataFrame | None, table: TableRef, *, rows: int | None = None, arrow: pa.Table | None = None
+    ) -> None:
         """A known small append (a daily batch's new rows) is fetched as Arrow and committed by
         ``deltalake`` in this process, to the table as already read under the lock: the engine's
         append reads the table's log again for its commit, ~2.5x the cost on a table with history
         (``local_upkeep.IN_PROCESS_APPEND_ROWS``). Larger or unknown ones go through the engine."""
         path = _path(table)
         if rows is None or rows > self.in_process_rows:
-            self.save(df.write.format("delta").mode("append"), table)
+            self.save(_frame(self.spark, df, arrow).write.format("delta").mode("append"), table)
             return
-        data = fetch_arrow(df)
+        data = arrow if arrow is not None else fetch_arrow(_frame(self.spark, df, arrow))
         if data.num_rows:  # nothing to add: no commit
             local_upkeep.append_arrow(self._log(path), data)
             local_upkeep.checkpoint_if_due(path, every=self.checkpoint_every)
@@ -171,8 +178,10 @@ class CatalogHome:
     def save(self, writer: DataFrameWriter, table: TableRef) -> None:
         writer.saveAsTable(_name(table))
 
-    def append(self, df: DataFrame, table: TableRef, *, rows: int | None = None) -> None:
-        self.save(df.write.format("delta").mode("append"), table)
+    def append(
+        self, df: DataFrame | None, table: TableRef, *, rows: int | None = None, arrow: pa.Table | None = None
+    ) -> None:
+        self.save(_frame(self.spark, df, arrow).write.format("delta").mode("append"), table)
 
     def after_rewrite(self, table: TableRef) -> None:
         return None  # auto compaction and checkpoints on Databricks
@@ -192,6 +201,15 @@ def home_for(
     if settings.uses_catalog:
         return CatalogHome(spark)
     return LocalDeltaHome(spark, compact_above_files=compact_above_files, checkpoint_every=checkpoint_every)
+
+
+def _frame(spark: SparkSession, df: DataFrame | None, arrow: pa.Table | None) -> DataFrame:
+    """``df``, or a DataFrame of the ``arrow`` rows made in this process."""
+    if df is not None:
+        return df
+    if arrow is None:
+        raise ValueError("an append needs a DataFrame or Arrow rows")
+    return spark.createDataFrame(arrow)
 
 
 def _path(table: TableRef) -> str:

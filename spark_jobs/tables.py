@@ -18,7 +18,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from pyspark.sql import functions as F
 
@@ -44,10 +44,17 @@ from spark_jobs.write_plan import (
 )
 
 if TYPE_CHECKING:
+    import pyarrow as pa
     from pyspark.sql import DataFrame, SparkSession
     from pyspark.sql.types import StructType
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
+
+
+def _require(value: _T | None) -> _T:
+    assert value is not None
+    return value
 
 
 def batch_predicate(batch_date: date, column: str = "_batch_date") -> str:
@@ -146,7 +153,7 @@ class TableStore:
 
     def replace_slice(
         self,
-        df: DataFrame,
+        df: DataFrame | None,
         table: TableRef,
         *,
         where: str,
@@ -154,6 +161,7 @@ class TableStore:
         known_empty: bool = False,
         schema: StructType | None = None,
         rows: int | None = None,
+        arrow: pa.Table | None = None,
     ) -> None:
         """Overwrite the rows of ``table`` matching ``where`` with ``df`` (create the table if new).
 
@@ -163,8 +171,12 @@ class TableStore:
         slice (a new batch) is appended to where the table's home allows it (``slice_path``).
         ``schema``: ``df``'s schema when the caller already has it (it is checked all the same).
         ``rows``: how many rows ``df`` has, when the caller knows (a small append is then written
-        in this process where the home does that: ``TableHome.append``).
+        in this process where the home does that: ``TableHome.append``). ``arrow``: the rows, made
+        in this process (a job's own small table), with ``df`` None: a DataFrame of them is made only
+        for a write through the engine, and an append in this process needs no round trip.
         """
+        if df is None and (arrow is None or schema is None):
+            raise ValueError("replace_slice needs a DataFrame, or Arrow rows with their schema")
         self._require_delta()
         with self.writing([table]):
             exists = self.home.exists(table)
@@ -177,11 +189,13 @@ class TableStore:
             if path is SlicePath.SKIP:
                 return
             if path is not SlicePath.CREATE:
-                actual = schema if schema is not None else df.schema  # asking is a round trip
+                actual = schema if schema is not None else _require(df).schema  # asking is a round trip
                 assert_schema(expected=stored, actual=actual, what=f"table {table}")
             if path is SlicePath.APPEND:
-                self.home.append(df, table, rows=rows)
+                self.home.append(df, table, rows=rows, arrow=arrow)
                 return
+            if df is None:
+                df = self.spark.createDataFrame(_require(arrow), schema=_require(schema))
             writer = df.write.format("delta")
             if path is SlicePath.CREATE:
                 log.info("creating table %s", table)

@@ -9,7 +9,7 @@ import pytest
 from pyspark.sql import functions as F
 from pyspark.sql.types import IntegerType, LongType, StringType, StructField, StructType
 
-from spark_jobs import local_upkeep
+from spark_jobs import dq, local_upkeep
 from spark_jobs.errors import SchemaMismatchError
 from spark_jobs.tables import TableStore, batch_predicate, schema_differences
 from spark_jobs.write_plan import (
@@ -500,3 +500,31 @@ def test_a_merge_that_reads_its_rows_off_the_planning_join_writes_what_sql_merge
         "WHEN MATCHED THEN UPDATE SET * WHEN NOT MATCHED THEN INSERT *"
     )
     assert sorted(store.read(ref).collect()) == sorted(store.read(expected).collect())
+
+
+@pytest.mark.delta
+def test_dq_metrics_rows_are_appended_in_process_without_a_round_trip(spark, settings):
+    """dq_metrics rows are made by the job itself: on a local table a new run date's rows are
+    committed from this process (no engine round trip) and read back as the engine wrote the first."""
+    from datetime import UTC, datetime
+
+    from bench.roundtrips import counting, total
+    from spark_jobs.metrics import METRICS_TABLE, write_metrics
+
+    store = TableStore(spark, settings)
+    at = datetime(2024, 1, 2, 3, 4, 5, 123456, tzinfo=UTC)
+
+    def rows(day: date) -> list[tuple[object, ...]]:
+        return [(day, "silver", "t", "*", "total", 3, 2, None, 1, 0, None, 2, at)]
+
+    write_metrics(store, layer="silver", run_date=date(2024, 1, 1), rows=rows(date(2024, 1, 1)))  # creates
+    with counting() as trips:
+        write_metrics(store, layer="silver", run_date=date(2024, 1, 2), rows=rows(date(2024, 1, 2)))
+    assert total(trips) == 0
+    ref = settings.table("silver", METRICS_TABLE)
+    assert _last_engine(ref).startswith("delta-rs")
+    got = sorted((r.asDict() for r in store.read(ref).collect()), key=lambda r: r["run_date"])
+    assert [r.pop("run_date") for r in got] == [date(2024, 1, 1), date(2024, 1, 2)]
+    names = [n for n in dq.METRICS_SCHEMA.fieldNames() if n != "run_date"]
+    expected = dict(zip(names, rows(date(2024, 1, 1))[0][1:], strict=True))
+    assert got[0] == got[1] == {**expected, "recorded_at": at.replace(tzinfo=None)}  # the session's UTC, naive
