@@ -15,6 +15,8 @@ and whether a write may append without reading the table:
 
 from __future__ import annotations
 
+import functools
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
@@ -23,7 +25,7 @@ from spark_jobs.engine import fetch_arrow
 from spark_jobs.errors import TableNotFoundError
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Iterable, Sequence
     from datetime import date
 
     import pyarrow as pa
@@ -44,6 +46,10 @@ class TableHome(Protocol):
 
     def lock_path(self, table: TableRef) -> str | None:
         """The path of the table's writer lock, if its home has locks."""
+
+    def prefetch(self, tables: Iterable[TableRef]) -> None:
+        """Start reading what the home will be asked of ``tables`` (held by this process), in the
+        background, while the engine works."""
 
     def exists(self, table: TableRef) -> bool: ...
 
@@ -79,6 +85,10 @@ class LocalDeltaHome:
     question: a job asks a table's state several times (the slice, the schema before the layer's
     writes, the write itself), and a full read of a log costs ~3 ms plus ~0.3 ms per commit since the
     last checkpoint, an update ~1.5 ms. Without the lock, every question reads the log again.
+
+    A job that takes its tables' locks has their logs read at once in background threads
+    (``prefetch``; ``deltalake`` reads without the GIL), while the engine runs its first queries: a
+    daily run on top of 30 days reads ~25 logs, ~5 ms each.
     """
 
     spark: SparkSession
@@ -90,10 +100,19 @@ class LocalDeltaHome:
     # 0.18 s vs 0.081 s on 185k), so a local table is rewritten instead, under its lock.
     whole_rewrites: bool = True
     in_process_rows: int = local_upkeep.IN_PROCESS_APPEND_ROWS
-    _logs: dict[str, tuple[int, DeltaTable]] = field(default_factory=dict, repr=False)
+    _logs: dict[str, tuple[int, DeltaTable | Future[DeltaTable]]] = field(default_factory=dict, repr=False)
 
     def lock_path(self, table: TableRef) -> str | None:
         return _path(table)
+
+    def prefetch(self, tables: Iterable[TableRef]) -> None:
+        for table in tables:
+            path = _path(table)
+            hold = table_locks.hold_id(path)
+            cached = self._logs.get(path)
+            if hold is None or (cached is not None and cached[0] == hold) or not local_upkeep.has_commits(path):
+                continue
+            self._logs[path] = (hold, _log_readers().submit(local_upkeep.load, path))
 
     def exists(self, table: TableRef) -> bool:
         return local_upkeep.has_commits(_path(table))
@@ -143,8 +162,12 @@ class LocalDeltaHome:
         hold = table_locks.hold_id(path)
         cached = self._logs.get(path)
         if hold is not None and cached is not None and cached[0] == hold:
-            cached[1].update_incremental()
-            return cached[1]
+            delta = cached[1]
+            if isinstance(delta, Future):  # read in the background: this job may have committed since
+                delta = delta.result()
+                self._logs[path] = (hold, delta)
+            delta.update_incremental()
+            return delta
         delta = local_upkeep.load(path)
         if hold is None:
             self._logs.pop(path, None)
@@ -164,6 +187,9 @@ class CatalogHome:
 
     def lock_path(self, table: TableRef) -> str | None:
         return None
+
+    def prefetch(self, tables: Iterable[TableRef]) -> None:
+        return None  # the engine answers, when asked
 
     def exists(self, table: TableRef) -> bool:
         return bool(self.spark.catalog.tableExists(_name(table)))
@@ -210,6 +236,12 @@ def _frame(spark: SparkSession, df: DataFrame | None, arrow: pa.Table | None) ->
     if arrow is None:
         raise ValueError("an append needs a DataFrame or Arrow rows")
     return spark.createDataFrame(arrow)
+
+
+@functools.cache
+def _log_readers() -> ThreadPoolExecutor:
+    """The threads that read local Delta logs in the background (``LocalDeltaHome.prefetch``)."""
+    return ThreadPoolExecutor(max_workers=4, thread_name_prefix="delta-log")
 
 
 def _path(table: TableRef) -> str:

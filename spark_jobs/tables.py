@@ -133,8 +133,10 @@ class TableStore:
     def writing(self, tables: Iterable[TableRef]) -> Iterator[None]:
         """Be the only writer of ``tables`` whose home has locks (wait for another writer to
         finish); a job holds this from its first read to its last commit."""
+        tables = list(tables)
         paths = [path for path in map(self.home.lock_path, tables) if path is not None]
         with table_locks.exclusive(paths, timeout_seconds=self.lock_timeout_seconds):
+            self.home.prefetch(tables)
             yield
 
     def ref(self, layer: str, name: str) -> TableRef:

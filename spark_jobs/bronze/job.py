@@ -172,19 +172,22 @@ def run_bronze(
             spark, source=source, info=info, batch_date=batch_date, ingested_at=ingested_at, prefix=f"f{i}_"
         )
         delivered.append((name, path, info, ingested))
-    # The counts of every file in one query, which also brings the schemas of what is written.
-    queries = [f.counts_query for *_, f in delivered if f.counts_query is not None]
-    row: dict[str, Any] | None = None
-    schemas: Sequence[StructType | None] = [None] * (2 * len(delivered))
-    if queries:
-        row, schemas = fetch_one(
-            functools.reduce(DataFrame.crossJoin, queries),
-            probes=[df for *_, f in delivered for df in (f.records, f.rejects)],
-        )
-    for i, (name, path, info, ingested) in enumerate(delivered):
-        n_records, n_rejects = ingested.counts(row)
-        target, quarantine = store.ref("bronze", name), store.ref("bronze", name + QUARANTINE_SUFFIX)
-        with store.writing([target, quarantine]):  # one writer of the batch's records and rejects
+    # One writer of every table the batch writes, from before its files are counted (their logs are
+    # read meanwhile: see TableStore.writing) to the last commit.
+    written = [store.ref("bronze", name + suffix) for name, *_ in delivered for suffix in ("", QUARANTINE_SUFFIX)]
+    with store.writing(written):
+        # The counts of every file in one query, which also brings the schemas of what is written.
+        queries = [f.counts_query for *_, f in delivered if f.counts_query is not None]
+        row: dict[str, Any] | None = None
+        schemas: Sequence[StructType | None] = [None] * (2 * len(delivered))
+        if queries:
+            row, schemas = fetch_one(
+                functools.reduce(DataFrame.crossJoin, queries),
+                probes=[df for *_, f in delivered for df in (f.records, f.rejects)],
+            )
+        for i, (name, path, info, ingested) in enumerate(delivered):
+            n_records, n_rejects = ingested.counts(row)
+            target, quarantine = store.ref("bronze", name), store.ref("bronze", name + QUARANTINE_SUFFIX)
             if n_records + n_rejects == 0 and not allow_empty_redelivery:
                 _refuse_empty_redelivery(
                     store, name=name, path=path, batch_date=batch_date, tables=(target, quarantine)
@@ -206,7 +209,7 @@ def run_bronze(
                 schema=schemas[2 * i + 1],
                 rows=n_rejects,
             )
-        status = "loaded" if info.header else "empty"
-        results[name] = BronzeTableResult(name, status, path, n_records, n_rejects)
-        log.info("bronze %s", results[name])
+            status = "loaded" if info.header else "empty"
+            results[name] = BronzeTableResult(name, status, path, n_records, n_rejects)
+            log.info("bronze %s", results[name])
     return [results[name] for name in names]

@@ -528,3 +528,27 @@ def test_dq_metrics_rows_are_appended_in_process_without_a_round_trip(spark, set
     names = [n for n in dq.METRICS_SCHEMA.fieldNames() if n != "run_date"]
     expected = dict(zip(names, rows(date(2024, 1, 1))[0][1:], strict=True))
     assert got[0] == got[1] == {**expected, "recorded_at": at.replace(tzinfo=None)}  # the session's UTC, naive
+
+
+@pytest.mark.delta
+def test_a_log_read_in_the_background_when_the_lock_is_taken_sees_the_jobs_commits_made_meanwhile(spark, settings):
+    """Taking a local table's lock starts reading its Delta log in a background thread; the first
+    question waits for that read and brings it up to date with what this job committed since."""
+    from concurrent.futures import Future
+
+    store = TableStore(spark, settings)
+    ref = settings.table("silver", "t")
+    new = settings.table("silver", "new")
+    day1, day2 = (batch_predicate(date(2024, 1, d)) for d in (1, 2))
+    schema = "id long, _batch_date date"
+    store.replace_slice(spark.createDataFrame([(1, date(2024, 1, 1))], schema), ref, where=day1)
+    with store.writing([ref, new]):
+        hold, read = store.home._logs[ref.path]
+        assert isinstance(read, Future) and new.path not in store.home._logs  # a table with no commit: nothing
+        read.result()  # the background read is done, then the job commits
+        spark.createDataFrame([(2, date(2024, 1, 2))], schema).write.format("delta").mode("append").save(ref.path)
+        assert not store.slice_is_empty(ref, day2)
+        assert store.home._log(ref.path).version() == local_upkeep.load(ref.path).version() == 1
+    with store.writing([ref]):  # a new hold: read again
+        assert store.home._logs[ref.path][0] != hold
+        assert not store.slice_is_empty(ref, day1) and not store.slice_is_empty(ref, day2)
