@@ -66,18 +66,60 @@ def get_spark(settings: Settings) -> SparkSession:
     return _classic_session(settings)
 
 
-def materialize(df: DataFrame) -> DataFrame:
+# A plan expected to be small (a daily batch's rows) is materialized as rows in the plan itself when
+# it has at most this many: see ``materialize``.
+INLINE_ROWS = 10_000
+
+
+def materialize(df: DataFrame, *, small: bool = False) -> DataFrame:
     """Compute ``df`` once and return a DataFrame over the result, for plans used several times.
 
     Neither Sail nor Spark Connect caches (``persist`` is a no-op on Sail), so without this every
     action recomputes the whole plan from the source files. Engines that refuse
     ``localCheckpoint`` (some serverless runtimes) fall back to recomputing.
+
+    ``small``: the caller expects few rows (a daily batch's): over Spark Connect they are fetched
+    as Arrow (at most :data:`INLINE_ROWS` + 1 of them) and, if there are no more than
+    :data:`INLINE_ROWS`, sent back inside the plans that use them (a local relation), in the same
+    one round trip. On Sail a ``localCheckpoint`` of a plan that joins a batch to a stored table
+    costs ~3.5x fetching its rows (50 rows of a 63k-row table: 31 ms vs 8 ms). With more rows the
+    limited fetch was wasted and the result is checkpointed as usual. Columns of a local relation
+    are all nullable (its schema is not asked of the engine: a round trip).
     """
+    if small and _is_connect(df.sparkSession):
+        rows = fetch_arrow(df.limit(INLINE_ROWS + 1))
+        if rows.num_rows <= INLINE_ROWS:
+            return _local_relation(df.sparkSession, rows)
     try:
         return df.localCheckpoint(eager=True)
     except Exception as exc:
         log.debug("localCheckpoint unavailable (%s); the plan will be recomputed", exc)
         return df
+
+
+def is_local_relation(df: DataFrame) -> bool:
+    """Whether ``df`` is rows held in its plan (a small ``materialize``)."""
+    from pyspark.sql.connect.plan import LocalRelation
+
+    return isinstance(getattr(df, "_plan", None), LocalRelation)
+
+
+def _local_relation(spark: SparkSession, rows: pa.Table) -> DataFrame:
+    """A DataFrame of ``rows`` held in its plan, made without the settings round trip of
+    ``createDataFrame`` (which converts Python data: these rows came from the engine as Arrow)."""
+    import pyarrow as pa
+    from pyspark.sql.connect.dataframe import DataFrame as ConnectDataFrame
+    from pyspark.sql.connect.plan import LocalRelation
+    from pyspark.sql.pandas.types import from_arrow_schema
+
+    nullable = pa.schema([field.with_nullable(True) for field in rows.schema])
+    # As DDL: a JSON schema would give each column an empty metadata map, which Sail writes into
+    # the Delta schema of a table made from these rows.
+    ddl = ", ".join(
+        f"`{f.name.replace('`', '``')}` {f.dataType.simpleString()}" for f in from_arrow_schema(nullable).fields
+    )
+    relation = LocalRelation(rows.cast(nullable), schema=ddl)
+    return ConnectDataFrame(relation, spark)  # type: ignore[arg-type]
 
 
 def schemas_of(dfs: Sequence[DataFrame]) -> list[StructType]:

@@ -24,7 +24,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import StructType
 
 from spark_jobs import dq
-from spark_jobs.engine import fetch_one, materialize, schemas_of
+from spark_jobs.engine import fetch_one, is_local_relation, materialize, schemas_of
 from spark_jobs.errors import DataQualityError, SchemaMismatchError
 from spark_jobs.gold.tables import DIM_CUSTOMERS, DIM_PRODUCTS, FACT_SALES, GOLD_TABLES, GOLD_VIEWS, GoldTable
 from spark_jobs.metrics import METRICS_TABLE, write_metrics
@@ -207,23 +207,29 @@ def _build(job: _Gold, run_date: date, *, rebuild: bool) -> list[GoldTableResult
         .drop("_erp_cid", "_by_erp")
     )
     # The touched sets are each used by two plans: computed once.
-    touched_customers = materialize(touched_customers)
+    # A batch's touched sets are small (held in the plans when they are); a rebuild's are everything.
+    touched_customers = materialize(touched_customers, small=not rebuild)
     new_cats = cats.filter(batch).select(F.col("id").alias("cat_id"))
     touched_keys = materialize(
         prd.filter(batch)
         .select("prd_key")
         .unionByName(prd.join(new_cats, "cat_id", "left_semi").select("prd_key"))
-        .distinct()
+        .distinct(),
+        small=not rebuild,
     )
+    small = is_local_relation(touched_customers) and is_local_relation(touched_keys)
     customers = job.plan(
         DIM_CUSTOMERS,
-        materialize(DIM_CUSTOMERS.build(touched_customers, demographics=az12, locations=loc)),
+        materialize(DIM_CUSTOMERS.build(touched_customers, demographics=az12, locations=loc), small=small),
         rebuild=rebuild,
         prefix="c_",
     )
     versions = prd.join(touched_keys, "prd_key", "left_semi")
     products = job.plan(
-        DIM_PRODUCTS, materialize(DIM_PRODUCTS.build(versions, categories=cats)), rebuild=rebuild, prefix="p_"
+        DIM_PRODUCTS,
+        materialize(DIM_PRODUCTS.build(versions, categories=cats), small=small),
+        rebuild=rebuild,
+        prefix="p_",
     )
 
     # Lines taken from this batch, plus the lines of touched products (their version may change)
@@ -239,7 +245,7 @@ def _build(job: _Gold, run_date: date, *, rebuild: bool) -> list[GoldTableResult
         .drop("_by_product", "_by_customer")
     )
     facts = FACT_SALES.build(lines, products=job.after_merge(products), customers=job.after_merge(customers))
-    plans = [customers, products, job.plan(FACT_SALES, materialize(facts), rebuild=rebuild, prefix="f_")]
+    plans = [customers, products, job.plan(FACT_SALES, materialize(facts, small=small), rebuild=rebuild, prefix="f_")]
     row = job.fetch(plans)
     results = [job.decide(plan, row) for plan in plans]
     for plan in plans:

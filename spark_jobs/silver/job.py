@@ -26,7 +26,7 @@ from pyspark.sql.types import StructType
 
 from spark_jobs import dq
 from spark_jobs.contracts import QUARANTINE_SUFFIX, bronze_schema
-from spark_jobs.engine import fetch_one, materialize, schemas_of
+from spark_jobs.engine import fetch_one, is_local_relation, materialize, schemas_of
 from spark_jobs.errors import ConservationError
 from spark_jobs.metrics import METRICS_TABLE, write_metrics
 from spark_jobs.settings import Settings
@@ -233,11 +233,13 @@ def _table_plan(
     batch, spec = planned.batch, planned.batch.spec
     prefix, where = batch.prefix, batch_predicate(run_date)
     compared = planned.plan.compared
-    source = materialize(compared if compared is not None else planned.plan.upserts)
+    # A batch small enough to be held in the plans has a small plan too (its keys' final rows).
+    small = is_local_relation(planned.checked)
+    source = materialize(compared if compared is not None else planned.plan.upserts, small=small)
     if compared is not None:  # the planned rows with what merging them does
         compared, source = source, source.select(*planned.columns)
     queries = [dq.violations_query(planned.checked, batch.expectations, prefix=f"{prefix}in_")]
-    deletes = materialize(planned.plan.deletes) if planned.plan.deletes is not None else None
+    deletes = materialize(planned.plan.deletes, small=small) if planned.plan.deletes is not None else None
     out_checked = None
     if spec.output_expectations:
         out_checked = source.transform(dq.check(spec.output_expectations))
@@ -413,7 +415,7 @@ def run_silver(
             batches = [_batch(store, SILVER_TABLES[n], run_date, prefix=f"t{i}_") for i, n in enumerate(names)]
             checked_schemas = schemas_of([b.checked for b in batches])
             planned = [
-                _plan(store, b, materialize(b.checked), schema, run_date)
+                _plan(store, b, materialize(b.checked, small=True), schema, run_date)
                 for b, schema in zip(batches, checked_schemas, strict=True)
             ]
             plans = [_table_plan(store, p, run_date=run_date) for p in planned]

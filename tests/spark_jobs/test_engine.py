@@ -95,3 +95,28 @@ def test_the_embedded_engines_allocator_purges_freed_memory_after_the_delay_the_
     done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
     options = done.stderr + done.stdout
     assert re.search(rf"option 'purge_delay': {expected}\b", options), options[-2000:]
+
+
+def test_a_small_plan_is_materialized_as_rows_in_the_plan_and_a_larger_one_is_checkpointed(spark, monkeypatch):
+    """``materialize(small=True)`` fetches at most INLINE_ROWS + 1 rows in one round trip and, when
+    they are all, hands back a DataFrame holding them (a local relation, nullable columns); with
+    more, the plan is checkpointed as without ``small``. Both give the plan's rows."""
+    from bench.roundtrips import counting, total
+    from spark_jobs import engine
+
+    if not engine._is_connect(spark):
+        pytest.skip("local relations are made over Spark Connect only")
+    plan = spark.sql(
+        "SELECT id, CAST(id AS INT) AS n, IF(id = 2, NULL, 'x' || id) AS s, DATE'2024-01-01' + CAST(id AS INT) AS d, "
+        "TIMESTAMP'2024-01-01 00:00:00' AS t, CAST(id / 3 AS DECIMAL(10, 2)) AS m, id % 2 = 0 AS b FROM range(5)"
+    )
+    expected = sorted(plan.collect())
+    with counting() as trips:
+        small = engine.materialize(plan, small=True)
+    assert total(trips) == 1 and engine.is_local_relation(small)
+    assert sorted(small.collect()) == expected
+    assert [(f.name, f.dataType) for f in small.schema.fields] == [(f.name, f.dataType) for f in plan.schema.fields]
+    assert all(f.nullable for f in small.schema.fields)
+    monkeypatch.setattr(engine, "INLINE_ROWS", 4)
+    larger = engine.materialize(plan, small=True)
+    assert not engine.is_local_relation(larger) and sorted(larger.collect()) == expected
