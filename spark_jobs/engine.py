@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from pyspark.sql import functions as F
-from pyspark.sql.types import StructType
+from pyspark.sql.types import ArrayType, DataType, MapType, StructType
 
 from spark_jobs.errors import EngineUnavailableError, SettingsError
 from spark_jobs.settings import Engine, Settings
@@ -69,6 +69,9 @@ def get_spark(settings: Settings) -> SparkSession:
 # A plan expected to be small (a daily batch's rows) is materialized as rows in the plan itself when
 # it has at most this many: see ``materialize``.
 INLINE_ROWS = 10_000
+# ... and at most this many bytes: a local relation is sent again in every request whose plan uses
+# it (over the network on Databricks serverless).
+INLINE_BYTES = 4 * 1024 * 1024
 
 
 def materialize(df: DataFrame, *, small: bool = False) -> DataFrame:
@@ -80,15 +83,16 @@ def materialize(df: DataFrame, *, small: bool = False) -> DataFrame:
 
     ``small``: the caller expects few rows (a daily batch's): over Spark Connect they are fetched
     as Arrow (at most :data:`INLINE_ROWS` + 1 of them) and, if there are no more than
-    :data:`INLINE_ROWS`, sent back inside the plans that use them (a local relation), in the same
-    one round trip. On Sail a ``localCheckpoint`` of a plan that joins a batch to a stored table
-    costs ~3.5x fetching its rows (50 rows of a 63k-row table: 31 ms vs 8 ms). With more rows the
-    limited fetch was wasted and the result is checkpointed as usual. Columns of a local relation
-    are all nullable (its schema is not asked of the engine: a round trip).
+    :data:`INLINE_ROWS` in :data:`INLINE_BYTES`, sent back inside the plans that use them (a local
+    relation), in the same one round trip. On Sail a ``localCheckpoint`` of a plan that joins a
+    batch to a stored table costs ~3.5x fetching its rows (50 rows of a 63k-row table: 31 ms vs
+    8 ms). With more rows the limited fetch was wasted and the result is checkpointed as usual.
+    Columns of a local relation are all nullable (its schema is not asked of the engine: a round
+    trip).
     """
     if small and _is_connect(df.sparkSession):
         rows = fetch_arrow(df.limit(INLINE_ROWS + 1))
-        if rows.num_rows <= INLINE_ROWS:
+        if rows.num_rows <= INLINE_ROWS and rows.nbytes <= INLINE_BYTES:
             return _local_relation(df.sparkSession, rows)
     try:
         return df.localCheckpoint(eager=True)
@@ -115,11 +119,25 @@ def _local_relation(spark: SparkSession, rows: pa.Table) -> DataFrame:
     nullable = pa.schema([field.with_nullable(True) for field in rows.schema])
     # As DDL: a JSON schema would give each column an empty metadata map, which Sail writes into
     # the Delta schema of a table made from these rows.
-    ddl = ", ".join(
-        f"`{f.name.replace('`', '``')}` {f.dataType.simpleString()}" for f in from_arrow_schema(nullable).fields
-    )
+    spark_schema = from_arrow_schema(nullable, prefer_timestamp_ntz=True)  # the default differs across 4.x
+    ddl = ", ".join(f"{_quoted(f.name)} {_ddl_type(f.dataType)}" for f in spark_schema.fields)
     relation = LocalRelation(rows.cast(nullable), schema=ddl)
     return ConnectDataFrame(relation, spark)  # type: ignore[arg-type]
+
+
+def _quoted(name: str) -> str:
+    return "`" + name.replace("`", "``") + "`"
+
+
+def _ddl_type(data_type: DataType) -> str:
+    """``data_type`` as DDL, with the names of nested fields quoted (``simpleString`` leaves them bare)."""
+    if isinstance(data_type, StructType):
+        return "struct<" + ",".join(f"{_quoted(f.name)}:{_ddl_type(f.dataType)}" for f in data_type.fields) + ">"
+    if isinstance(data_type, ArrayType):
+        return f"array<{_ddl_type(data_type.elementType)}>"
+    if isinstance(data_type, MapType):
+        return f"map<{_ddl_type(data_type.keyType)},{_ddl_type(data_type.valueType)}>"
+    return data_type.simpleString()
 
 
 def schemas_of(dfs: Sequence[DataFrame]) -> list[StructType]:

@@ -101,7 +101,7 @@ def append_arrow(delta: DeltaTable, rows: pa.Table) -> None:
     partitioning, cast to the table's Arrow types by column name (the callers check the Spark
     schema against the table's first; a column the table lacks fails here all the same)."""
     import pyarrow as pa
-    from deltalake import write_deltalake
+    from deltalake import PostCommitHookProperties, write_deltalake
 
     target = pa.schema(delta.schema().to_arrow())
     if sorted(rows.column_names) != sorted(target.names):
@@ -109,7 +109,10 @@ def append_arrow(delta: DeltaTable, rows: pa.Table) -> None:
             f"schema mismatch for the table at {delta.table_uri}: rows have columns {sorted(rows.column_names)}, "
             f"the table {sorted(target.names)}"
         )
-    write_deltalake(delta, rows.select(target.names).cast(target), mode="append")
+    # No checkpoint or expired-log cleanup of deltalake's own: ``checkpoint_if_due`` writes them at
+    # this module's interval (and only compaction removes old commits, as documented).
+    hooks = PostCommitHookProperties(create_checkpoint=False, cleanup_expired_logs=False)
+    write_deltalake(delta, rows.select(target.names).cast(target), mode="append", post_commithook_properties=hooks)
 
 
 def compact(path: str, *, above_files: int = COMPACT_ABOVE_FILES, delta: DeltaTable | None = None) -> bool:

@@ -164,7 +164,10 @@ class LocalDeltaHome:
         if hold is not None and cached is not None and cached[0] == hold:
             delta = cached[1]
             if isinstance(delta, Future):  # read in the background: this job may have committed since
-                delta = delta.result()
+                try:
+                    delta = delta.result()
+                except Exception:  # read again here, where a failure is the caller's
+                    delta = local_upkeep.load(path)
                 self._logs[path] = (hold, delta)
             delta.update_incremental()
             return delta

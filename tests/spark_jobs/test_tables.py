@@ -445,7 +445,8 @@ def test_a_small_known_append_is_written_in_process_with_the_engines_rows_and_ty
     ("batch_rows", "path"),
     [
         ([(2, 5, "b", 1, 3), (5, 1, "e", 4, 5)], "append"),  # an unchanged stored row and a new key
-        ([(1, 2, "a2", 4, 2), (2, 1, "b0", 4, 3), (5, 1, "e", 4, 5)], "slices"),  # newer, older, new
+        # newer, older, new, and an unchanged row whose stored row lies outside the rewritten slices
+        ([(1, 2, "a2", 4, 2), (2, 1, "b0", 4, 3), (5, 1, "e", 4, 5), (4, 1, "d", 2, 3)], "slices"),
         ([(3, 2, "c", 4, 4), (4, 1, "d", 2, 3)], "rewrite"),  # NULL -> value in the table's one file
     ],
     ids=["append", "slices", "rewrite"],
@@ -545,3 +546,11 @@ def test_a_log_read_in_the_background_when_the_lock_is_taken_sees_the_jobs_commi
     with store.writing([ref]):  # a new hold: read again
         assert store.home._logs[ref.path][0] != hold
         assert not store.slice_is_empty(ref, day1) and not store.slice_is_empty(ref, day2)
+
+
+def test_the_dq_metrics_arrow_schema_is_the_spark_one():
+    from pyspark.sql.pandas.types import to_arrow_schema
+
+    from spark_jobs import metrics
+
+    assert to_arrow_schema(dq.METRICS_SCHEMA, timezone="UTC") == metrics._ARROW_SCHEMA
