@@ -141,9 +141,9 @@ class LocalDeltaHome:
         (``local_upkeep.IN_PROCESS_APPEND_ROWS``). Larger or unknown ones go through the engine."""
         path = _path(table)
         if rows is None or rows > self.in_process_rows:
-            self.save(_frame(self.spark, df, arrow).write.format("delta").mode("append"), table)
+            self.save(frame_of(self.spark, df, arrow).write.format("delta").mode("append"), table)
             return
-        data = arrow if arrow is not None else fetch_arrow(_frame(self.spark, df, arrow))
+        data = arrow if arrow is not None else fetch_arrow(frame_of(self.spark, df, arrow))
         if data.num_rows:  # nothing to add: no commit
             local_upkeep.append_arrow(self._log(path), data)
             local_upkeep.checkpoint_if_due(path, every=self.checkpoint_every)
@@ -210,7 +210,7 @@ class CatalogHome:
     def append(
         self, df: DataFrame | None, table: TableRef, *, rows: int | None = None, arrow: pa.Table | None = None
     ) -> None:
-        self.save(_frame(self.spark, df, arrow).write.format("delta").mode("append"), table)
+        self.save(frame_of(self.spark, df, arrow).write.format("delta").mode("append"), table)
 
     def after_rewrite(self, table: TableRef) -> None:
         return None  # auto compaction and checkpoints on Databricks
@@ -232,13 +232,15 @@ def home_for(
     return LocalDeltaHome(spark, compact_above_files=compact_above_files, checkpoint_every=checkpoint_every)
 
 
-def _frame(spark: SparkSession, df: DataFrame | None, arrow: pa.Table | None) -> DataFrame:
-    """``df``, or a DataFrame of the ``arrow`` rows made in this process."""
+def frame_of(
+    spark: SparkSession, df: DataFrame | None, arrow: pa.Table | None, schema: StructType | None = None
+) -> DataFrame:
+    """``df``, or a DataFrame of the ``arrow`` rows made in this process (of ``schema``, if given)."""
     if df is not None:
         return df
     if arrow is None:
-        raise ValueError("an append needs a DataFrame or Arrow rows")
-    return spark.createDataFrame(arrow)
+        raise ValueError("a write needs a DataFrame or Arrow rows")
+    return spark.createDataFrame(arrow) if schema is None else spark.createDataFrame(arrow, schema=schema)
 
 
 @functools.cache

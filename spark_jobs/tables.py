@@ -18,7 +18,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 from pyspark.sql import functions as F
 
@@ -26,7 +26,7 @@ from spark_jobs import local_upkeep, table_locks
 from spark_jobs.engine import fetch_one, supports_delta
 from spark_jobs.errors import EngineUnavailableError, SchemaMismatchError
 from spark_jobs.settings import Settings, TableRef
-from spark_jobs.table_homes import TableHome, home_for
+from spark_jobs.table_homes import TableHome, frame_of, home_for
 from spark_jobs.write_plan import (
     DELETE,
     OTHER_PRESENT,
@@ -49,12 +49,6 @@ if TYPE_CHECKING:
     from pyspark.sql.types import StructType
 
 log = logging.getLogger(__name__)
-_T = TypeVar("_T")
-
-
-def _require(value: _T | None) -> _T:
-    assert value is not None
-    return value
 
 
 def batch_predicate(batch_date: date, column: str = "_batch_date") -> str:
@@ -191,14 +185,13 @@ class TableStore:
             if path is SlicePath.SKIP:
                 return
             if path is not SlicePath.CREATE:
-                actual = schema if schema is not None else _require(df).schema  # asking is a round trip
+                # asking a DataFrame for its schema is a round trip
+                actual = schema if schema is not None else frame_of(self.spark, df, arrow).schema
                 assert_schema(expected=stored, actual=actual, what=f"table {table}")
             if path is SlicePath.APPEND:
                 self.home.append(df, table, rows=rows, arrow=arrow)
                 return
-            if df is None:
-                df = self.spark.createDataFrame(_require(arrow), schema=_require(schema))
-            writer = df.write.format("delta")
+            writer = frame_of(self.spark, df, arrow, schema).write.format("delta")
             if path is SlicePath.CREATE:
                 log.info("creating table %s", table)
                 writer = writer.mode("overwrite")

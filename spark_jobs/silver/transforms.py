@@ -16,6 +16,7 @@ from pyspark.sql import functions as F
 
 from spark_jobs.parsing import parse_int, parse_iso_date, parse_yyyymmdd
 from spark_jobs.sources import SOURCES
+from spark_jobs.write_plan import OTHER_PRESENT, OTHER_SAME
 
 LINEAGE = ("_batch_date", "_line_number")
 RAW = "_raw"
@@ -210,8 +211,8 @@ def newest_per_key(
         equal = functools.reduce(operator.and_, [F.col(f"m.{c}").eqNullSafe(F.col(f"o.{c}")) for c in columns])
         return joined.select(
             *chosen,
-            present.alias("_other_present"),
-            (take_theirs | (present & equal)).alias("_other_same"),
+            present.alias(OTHER_PRESENT),
+            (take_theirs | (present & equal)).alias(OTHER_SAME),
             F.col(f"o.{compare_on}").alias(f"_other_{compare_on}"),
         )
 
