@@ -84,7 +84,8 @@ class LocalDeltaHome:
     commits (this job's own, by whatever path: the only ones while the lock is held) at each later
     question: a job asks a table's state several times (the slice, the schema before the layer's
     writes, the write itself), and a full read of a log costs ~3 ms plus ~0.3 ms per commit since the
-    last checkpoint, an update ~1.5 ms. Without the lock, every question reads the log again.
+    last checkpoint, an update ~1.5 ms, which is made only when the next commit's file exists
+    (``local_upkeep.has_commit_after``). Without the lock, every question reads the log again.
 
     A job that takes its tables' locks has their logs read at once in background threads
     (``prefetch``; ``deltalake`` reads without the GIL), while the engine runs its first queries: a
@@ -169,7 +170,8 @@ class LocalDeltaHome:
                 except Exception:  # read again here, where a failure is the caller's
                     delta = local_upkeep.load(path)
                 self._logs[path] = (hold, delta)
-            delta.update_incremental()
+            if local_upkeep.has_commit_after(path, delta.version()):
+                delta.update_incremental()
             return delta
         delta = local_upkeep.load(path)
         if hold is None:

@@ -287,8 +287,8 @@ def test_local_tables_get_a_checkpoint_every_n_commits_and_stay_correct(spark, s
 @pytest.mark.delta
 def test_sail_limit_time_travel_between_checkpoints(spark, settings):
     """Sail 0.7 cannot read a version two or more commits after a checkpoint and before the next one
-    (why ``checkpoint_every`` is 100, not Delta Spark's 10). When this starts failing, Sail reads
-    them: delete this test and consider a shorter interval."""
+    (with ``checkpoint_every`` 10, most older versions of a local table; ``deltalake`` reads them).
+    When this starts failing, Sail reads them: delete this test and the README's note."""
     store = TableStore(spark, settings, checkpoint_every=3)
     ref = settings.table("bronze", "t")
     for i in range(7):  # versions 0..6, checkpoints at 3 and 6
@@ -543,6 +543,8 @@ def test_a_log_read_in_the_background_when_the_lock_is_taken_sees_the_jobs_commi
         spark.createDataFrame([(2, date(2024, 1, 2))], schema).write.format("delta").mode("append").save(ref.path)
         assert not store.slice_is_empty(ref, day2)
         assert store.home._log(ref.path).version() == local_upkeep.load(ref.path).version() == 1
+        # brought up to date only when the next commit's file is there
+        assert local_upkeep.has_commit_after(ref.path, 0) and not local_upkeep.has_commit_after(ref.path, 1)
     with store.writing([ref]):  # a new hold: read again
         assert store.home._logs[ref.path][0] != hold
         assert not store.slice_is_empty(ref, day1) and not store.slice_is_empty(ref, day2)
