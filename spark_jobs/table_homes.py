@@ -131,7 +131,7 @@ class LocalDeltaHome:
     def save(self, writer: DataFrameWriter, table: TableRef) -> None:
         path = _path(table)
         writer.save(path)
-        local_upkeep.checkpoint_if_due(path, every=self.checkpoint_every)
+        local_upkeep.checkpoint_if_due(path, every=self.checkpoint_every, table=lambda: self._log(path))
 
     def append(
         self, df: DataFrame | None, table: TableRef, *, rows: int | None = None, arrow: pa.Table | None = None
@@ -147,7 +147,7 @@ class LocalDeltaHome:
         data = arrow if arrow is not None else fetch_arrow(frame_of(self.spark, df, arrow))
         if data.num_rows:  # nothing to add: no commit
             local_upkeep.append_arrow(self._log(path), data)
-            local_upkeep.checkpoint_if_due(path, every=self.checkpoint_every)
+            local_upkeep.checkpoint_if_due(path, every=self.checkpoint_every, table=lambda: self._log(path))
 
     def after_rewrite(self, table: TableRef) -> None:
         path = _path(table)

@@ -259,14 +259,15 @@ def test_local_tables_get_a_checkpoint_every_n_commits_and_stay_correct(spark, s
 
     store = TableStore(spark, settings, checkpoint_every=3)
     ref = settings.table("bronze", "t")
+    phase = local_upkeep.checkpoint_phase(ref.path, 3)
     days = [date(2024, 1, d) for d in range(1, 8)]
     for i, day in enumerate(days):  # versions 0..6, one batch slice each
         df = spark.createDataFrame([(i, day)], "id long, _batch_date date")
         store.replace_slice(df, ref, where=batch_predicate(day), partition_by=("_batch_date",))
     log_dir = Path(ref.path) / "_delta_log"
+    expected = [v for v in range(1, 7) if v % 3 == phase]  # one every 3 commits, at the table's phase
     assert sorted(p.name for p in log_dir.glob("*.checkpoint.parquet")) == [
-        "00000000000000000003.checkpoint.parquet",
-        "00000000000000000006.checkpoint.parquet",
+        f"{v:020d}.checkpoint.parquet" for v in expected
     ]
     # writes after a checkpoint see every earlier commit: a replaced slice, a merge
     store.replace_slice(
@@ -274,14 +275,26 @@ def test_local_tables_get_a_checkpoint_every_n_commits_and_stay_correct(spark, s
     )
     store.merge(spark.createDataFrame([(11, days[1])], "id long, _batch_date date"), ref, keys=("id",))
     assert sorted(r.id for r in store.read(ref).collect()) == [1, 2, 3, 4, 5, 6, 10, 11]
-    assert not local_upkeep.checkpoint_if_due(ref.path, every=3)  # version 8: two commits since the last checkpoint
+    checkpoints = sorted(int(p.name.split(".")[0]) for p in log_dir.glob("*.checkpoint.parquet"))
+    assert checkpoints == [v for v in range(1, 9) if v % 3 == phase]
+    assert not local_upkeep.checkpoint_if_due(ref.path, every=3)  # version 8: written or not yet due
     # every version stays readable (deltalake); the engine reads those it can (see the next test)
     for version in range(7):
         ids = DeltaTable(ref.path, version=version).to_pyarrow_table().column("id").to_pylist()
         assert sorted(ids) == list(range(version + 1)), version
-    assert sorted(r.id for r in spark.read.format("delta").option("versionAsOf", 6).load(ref.path).collect()) == [
-        0, 1, 2, 3, 4, 5, 6
-    ]  # fmt: skip
+    last = max(v for v in checkpoints if v <= 6)  # Sail reads a checkpoint's version
+    assert sorted(r.id for r in spark.read.format("delta").option("versionAsOf", last).load(ref.path).collect()) == [
+        *range(last + 1)
+    ]
+
+
+def test_checkpoints_of_tables_fall_on_versions_of_their_own_phase():
+    """The tables of a daily run commit about once a day each: their checkpoints are spread over the
+    days instead of all falling on the same one (and each table's stay on its own versions)."""
+    tables = [f"/lake/{layer}/{name}" for layer in ("bronze", "silver") for name in ("a", "b", "c", "d", "e", "f")]
+    phases = [local_upkeep.checkpoint_phase(path, 10) for path in tables]
+    assert all(0 <= p < 10 for p in phases) and len(set(phases)) > 3
+    assert local_upkeep.checkpoint_phase("/elsewhere/bronze/a/", 10) == phases[0]  # the layer and name only
 
 
 @pytest.mark.delta
@@ -289,13 +302,14 @@ def test_sail_limit_time_travel_between_checkpoints(spark, settings):
     """Sail 0.7 cannot read a version two or more commits after a checkpoint and before the next one
     (with ``checkpoint_every`` 10, most older versions of a local table; ``deltalake`` reads them).
     When this starts failing, Sail reads them: delete this test and the README's note."""
-    store = TableStore(spark, settings, checkpoint_every=3)
+    store = TableStore(spark, settings, checkpoint_every=4)
     ref = settings.table("bronze", "t")
-    for i in range(7):  # versions 0..6, checkpoints at 3 and 6
+    for i in range(10):  # versions 0..9: two checkpoints, 4 versions apart
         store.replace_slice(spark.createDataFrame([(i,)], "id long"), ref, where=f"id = {i}")
-    assert spark.read.format("delta").option("versionAsOf", 4).load(ref.path).count() == 5
+    first = min(int(p.name.split(".")[0]) for p in (Path(ref.path) / "_delta_log").glob("*.checkpoint.parquet"))
+    assert spark.read.format("delta").option("versionAsOf", first + 1).load(ref.path).count() == first + 2
     with pytest.raises(Exception, match="Missing commit file"):
-        spark.read.format("delta").option("versionAsOf", 5).load(ref.path).count()
+        spark.read.format("delta").option("versionAsOf", first + 2).load(ref.path).count()
 
 
 @pytest.mark.delta
