@@ -124,6 +124,85 @@ def append_arrow(delta: DeltaTable, rows: pa.Table) -> None:
     write_deltalake(delta, rows.select(target.names).cast(target), mode="append", post_commithook_properties=hooks)
 
 
+def merge_arrow(
+    delta: DeltaTable,
+    rows: pa.Table,
+    *,
+    keys: Sequence[str],
+    deleted: str | None = None,
+    within: tuple[str, Sequence[date]] | None = None,
+) -> dict[str, int]:
+    """Merge ``rows`` into ``delta`` (loaded and up to date) on ``keys``, as one commit, with the
+    result of SQL ``MERGE INTO t USING rows s ON keys WHEN MATCHED THEN UPDATE SET * WHEN NOT MATCHED
+    THEN INSERT *``; ``deleted``: a boolean column of ``rows`` flagging keys whose stored row is
+    deleted instead (and never inserted). ``within``: a column and values that every stored row the
+    merge changes has (the caller knows: the rows are exactly those that change), so that only the
+    files that may hold them are read and rewritten. The rows are cast to the table's Arrow types by
+    column name (a column the table lacks, or lacks in ``rows``, fails here). Returns deltalake's
+    metrics of the merge."""
+    import pyarrow as pa
+    from deltalake import PostCommitHookProperties
+
+    target = pa.schema(delta.schema().to_arrow())
+    have = sorted(c for c in rows.column_names if c != deleted)
+    if have != sorted(target.names):
+        raise SchemaMismatchError(
+            f"schema mismatch for the table at {delta.table_uri}: rows have columns {have}, "
+            f"the table {sorted(target.names)}"
+        )
+    fields = [*target, pa.field(deleted, pa.bool_())] if deleted else list(target)
+    source = rows.select([f.name for f in fields]).cast(pa.schema(fields))
+    on = " AND ".join(f"t.{_ident(k)} = s.{_ident(k)}" for k in keys)
+    if within is not None:
+        column, values = within
+        on += f" AND t.{_ident(column)} IN ({', '.join(repr(v.isoformat()) for v in values)})"
+    hooks = PostCommitHookProperties(create_checkpoint=False, cleanup_expired_logs=False)
+    merger = delta.merge(
+        source, on, source_alias="s", target_alias="t", streamed_exec=False, post_commithook_properties=hooks
+    )
+    assignments = {_ident(c): f"s.{_ident(c)}" for c in target.names}
+    if deleted:
+        merger = merger.when_matched_delete(predicate=f"s.{_ident(deleted)}")
+        kept = f"NOT s.{_ident(deleted)}"
+        merger = merger.when_matched_update(assignments, predicate=kept).when_not_matched_insert(
+            assignments, predicate=kept
+        )
+    else:
+        merger = merger.when_matched_update(assignments).when_not_matched_insert(assignments)
+    return dict(merger.execute())
+
+
+def merges_in_process(delta: DeltaTable) -> bool:
+    """Whether ``merge_arrow`` may write to the table: ``deltalake``'s MERGE writes its string
+    columns as Arrow string views, which Sail 0.7 reads except into a non-nullable string column
+    ("Cannot cast column 'country' from 'Utf8View' (physical) to 'Utf8' (logical)"); a table with one
+    is merged by the engine."""
+    fields = json.loads(delta.schema().to_json())["fields"]
+    return not any(_non_nullable_bytes(field["type"], nullable=field["nullable"]) for field in fields)
+
+
+def _non_nullable_bytes(kind: object, *, nullable: bool) -> bool:
+    """Whether a Delta schema type (its JSON) is, or holds, a non-nullable string or binary."""
+    if isinstance(kind, str):
+        return kind in ("string", "binary") and not nullable
+    if not isinstance(kind, dict):
+        return False
+    if kind.get("type") == "struct":
+        return any(_non_nullable_bytes(f["type"], nullable=f["nullable"]) for f in kind["fields"])
+    if kind.get("type") == "array":
+        return _non_nullable_bytes(kind["elementType"], nullable=kind["containsNull"])
+    if kind.get("type") == "map":
+        return _non_nullable_bytes(kind["keyType"], nullable=False) or _non_nullable_bytes(
+            kind["valueType"], nullable=kind["valueContainsNull"]
+        )
+    return False
+
+
+def _ident(name: str) -> str:
+    """``name`` as a quoted SQL identifier for ``deltalake``'s (DataFusion's) parser."""
+    return '"' + name.replace('"', '""') + '"'
+
+
 def compact(path: str, *, above_files: int = COMPACT_ABOVE_FILES, delta: DeltaTable | None = None) -> bool:
     """Bin-pack the data files of a table of more than ``above_files`` files into larger ones (same
     rows, one ``OPTIMIZE`` commit without data change); return whether it did.

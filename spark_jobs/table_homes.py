@@ -16,6 +16,7 @@ and whether a write may append without reading the table:
 from __future__ import annotations
 
 import functools
+import logging
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
@@ -23,6 +24,8 @@ from typing import TYPE_CHECKING, Protocol
 from spark_jobs import local_upkeep, table_locks
 from spark_jobs.engine import fetch_arrow
 from spark_jobs.errors import TableNotFoundError
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
@@ -43,6 +46,10 @@ class TableHome(Protocol):
     # the merged rows than as a MERGE INTO (and, when its slices' files hold most of the table's
     # rows, than as a rewrite of those slices: see ``write_plan.merge_path``).
     whole_rewrites: bool
+
+    def merges_rows(self, table: TableRef, rows: int) -> bool:
+        """Whether the home merges a source of ``rows`` rows into the existing table itself, in
+        this process (``merge_rows``), at less than a write through the engine."""
 
     def lock_path(self, table: TableRef) -> str | None:
         """The path of the table's writer lock, if its home has locks."""
@@ -67,6 +74,19 @@ class TableHome(Protocol):
         """Add ``df``'s rows to the existing table (``rows``: how many, when the caller knows;
         ``arrow``: the rows, made in this process, with ``df`` None: a home that writes through the
         engine makes a DataFrame of them)."""
+
+    def merge_rows(
+        self,
+        df: DataFrame,
+        table: TableRef,
+        *,
+        keys: Sequence[str],
+        deleted: str | None = None,
+        within: tuple[str, Sequence[date]] | None = None,
+    ) -> None:
+        """Merge ``df``'s rows into the existing table in this process (see ``merge_rows_limit``),
+        with the result of SQL ``MERGE`` on ``keys`` (``local_upkeep.merge_arrow``: ``deleted``, a
+        flag column of keys to delete; ``within``, what every stored row that changes holds)."""
 
     def after_rewrite(self, table: TableRef) -> None:
         """Upkeep after a write that added files to a table with history (compaction)."""
@@ -101,10 +121,18 @@ class LocalDeltaHome:
     # 0.18 s vs 0.081 s on 185k), so a local table is rewritten instead, under its lock.
     whole_rewrites: bool = True
     in_process_rows: int = local_upkeep.IN_PROCESS_APPEND_ROWS
+    # ``deltalake``'s MERGE of a daily batch's changed rows reads and rewrites only the files that
+    # hold their keys, in this process: one changed customer and 31 new ones into 19k, 20 ms vs
+    # ~50 ms for the engine's overwrite of the table; a changed sales line and 107 new ones within
+    # their two slices, 20 ms vs ~50 ms for the engine's ``replaceWhere`` of the slices.
+    merge_rows_limit: int = local_upkeep.IN_PROCESS_APPEND_ROWS
     _logs: dict[str, tuple[int, DeltaTable | Future[DeltaTable]]] = field(default_factory=dict, repr=False)
 
     def lock_path(self, table: TableRef) -> str | None:
         return _path(table)
+
+    def merges_rows(self, table: TableRef, rows: int) -> bool:
+        return rows <= self.merge_rows_limit and local_upkeep.merges_in_process(self._log(_path(table)))
 
     def prefetch(self, tables: Iterable[TableRef]) -> None:
         for table in tables:
@@ -148,6 +176,27 @@ class LocalDeltaHome:
         if data.num_rows:  # nothing to add: no commit
             local_upkeep.append_arrow(self._log(path), data)
             local_upkeep.checkpoint_if_due(path, every=self.checkpoint_every, table=lambda: self._log(path))
+
+    def merge_rows(
+        self,
+        df: DataFrame,
+        table: TableRef,
+        *,
+        keys: Sequence[str],
+        deleted: str | None = None,
+        within: tuple[str, Sequence[date]] | None = None,
+    ) -> None:
+        path = _path(table)
+        metrics = local_upkeep.merge_arrow(self._log(path), fetch_arrow(df), keys=keys, deleted=deleted, within=within)
+        log.info(
+            "merged into %s in process: %d inserted, %d updated, %d deleted, %d files rewritten",
+            table,
+            metrics["num_target_rows_inserted"],
+            metrics["num_target_rows_updated"],
+            metrics["num_target_rows_deleted"],
+            metrics["num_target_files_removed"],
+        )
+        local_upkeep.checkpoint_if_due(path, every=self.checkpoint_every, table=lambda: self._log(path))
 
     def after_rewrite(self, table: TableRef) -> None:
         path = _path(table)
@@ -193,6 +242,9 @@ class CatalogHome:
     def lock_path(self, table: TableRef) -> str | None:
         return None
 
+    def merges_rows(self, table: TableRef, rows: int) -> bool:
+        return False  # the engine's MERGE, on the cluster
+
     def prefetch(self, tables: Iterable[TableRef]) -> None:
         return None  # the engine answers, when asked
 
@@ -213,6 +265,17 @@ class CatalogHome:
         self, df: DataFrame | None, table: TableRef, *, rows: int | None = None, arrow: pa.Table | None = None
     ) -> None:
         self.save(frame_of(self.spark, df, arrow).write.format("delta").mode("append"), table)
+
+    def merge_rows(
+        self,
+        df: DataFrame,
+        table: TableRef,
+        *,
+        keys: Sequence[str],
+        deleted: str | None = None,
+        within: tuple[str, Sequence[date]] | None = None,
+    ) -> None:
+        raise NotImplementedError("a catalog table is merged by the engine (see merges_rows)")
 
     def after_rewrite(self, table: TableRef) -> None:
         return None  # auto compaction and checkpoints on Databricks

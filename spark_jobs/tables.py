@@ -340,8 +340,11 @@ class TableStore:
             if schema is None and not p.schema_checked:
                 self.check_schema(p.table, p.df.schema)
             whole = self.home.whole_rewrites and not p.partition_by
+            # The source rows a merge reads: at most the keys it inserts, matches or deletes.
+            size = effect.inserts + effect.matched + effect.deletes
+            in_process = p.update_when is None and self.home.merges_rows(p.table, size)
             share = None
-            if whole and p.slice_column and effect.slices and effect.rewrites:
+            if whole and p.slice_column and effect.slices and effect.rewrites and not in_process:
                 share = self.home.slices_share(p.table, p.slice_column, effect.slices)
             path = merge_path(
                 effect,
@@ -349,6 +352,7 @@ class TableStore:
                 slice_column=p.slice_column,
                 whole_rewrites=whole,
                 slices_share=share,
+                in_process=in_process,
             )
             log.info("merge into %s: %s (slices' share %s) -> %s", p.table, effect, share, path)
             if path is MergePath.NOTHING:
@@ -366,6 +370,8 @@ class TableStore:
                 self._rewrite(p, where=" OR ".join(batch_predicate(d, p.slice_column) for d in effect.slices))
             elif path is MergePath.REWRITE:
                 self._rewrite(p, where=None)
+            elif path is MergePath.ROWS:
+                self._merge_rows(p, effect)
             else:
                 self._merge_into(p.source, p.table, keys=p.keys, update_when=p.update_when, columns=p.columns)
             self.home.after_rewrite(p.table)
@@ -397,6 +403,18 @@ class TableStore:
         # isolation, on Sail as on Databricks), so nothing needs computing before it.
         writer = kept.unionByName(written).write.format("delta").mode("overwrite")
         self.home.save(writer if where is None else writer.option("replaceWhere", where), p.table)
+
+    def _merge_rows(self, p: PreparedMerge, effect: MergeEffect) -> None:
+        """Have the table's home merge the source in (``TableHome.merge_rows``): of a compared
+        source, just the rows that change, which lie in the effect's slices with the stored rows
+        they replace; else the whole source, with its deletes."""
+        assert p.source is not None
+        if p.compared is not None:
+            within = (p.slice_column, effect.slices) if p.slice_column and effect.slices else None
+            rows = changed_rows(p.compared).select(*p.columns)
+            self.home.merge_rows(rows, p.table, keys=p.keys, within=within)
+        else:
+            self.home.merge_rows(p.source.select(*p.columns, DELETE), p.table, keys=p.keys, deleted=DELETE)
 
     def _merge_into(
         self,

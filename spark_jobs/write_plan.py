@@ -52,6 +52,7 @@ class MergePath(StrEnum):
     SLICES = "slices"  # rewrite just the slices holding every row that changes (replaceWhere)
     REWRITE = "rewrite"  # overwrite the whole table with the merged rows
     MERGE = "merge"  # MERGE INTO
+    ROWS = "rows"  # the rows that change merged in by the table's home, in this process
 
 
 # A slice rewrite rewrites every file that may hold one of its slices (all of the table once it is
@@ -68,6 +69,7 @@ def merge_path(
     slice_column: str | None,
     whole_rewrites: bool = False,
     slices_share: float | None = None,
+    in_process: bool = False,
 ) -> MergePath:
     """The cheapest write with the result of the MERGE. ``blind_appends``: the table's home lets a
     write that only adds rows append without reading the table (a local table under its lock); a
@@ -75,12 +77,16 @@ def merge_path(
     replaces, so a concurrent writer's commit conflicts instead of duplicating rows).
     ``whole_rewrites``: the engine rewrites the whole table for less than its ``MERGE`` costs
     (see ``TableHome.whole_rewrites``); ``slices_share``: the share of the table's rows a rewrite
-    of the effect's slices would rewrite (None: not known)."""
+    of the effect's slices would rewrite (None: not known). ``in_process``: the table's home
+    merges this source itself (a small source into a local table: ``TableHome.merge_rows``), at
+    less than any write through the engine that rewrites stored rows."""
     if not effect.rewrites:
         if not effect.inserts:
             return MergePath.NOTHING
         if blind_appends:
             return MergePath.APPEND
+    if in_process:
+        return MergePath.ROWS
     most = whole_rewrites and slices_share is not None and slices_share >= REWRITE_FROM_SHARE
     if slice_column and effect.slices and not most:
         return MergePath.SLICES

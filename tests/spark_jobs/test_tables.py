@@ -137,8 +137,8 @@ def test_merge_gives_the_same_table_as_sql_merge_on_every_path(spark, settings, 
 @pytest.mark.parametrize(
     ("slice_column", "whole_rewrites", "one_file", "path"),
     [(None, True, False, "rewrite"), (None, False, False, "merge"), ("day", True, False, "slices"),
-     ("day", True, True, "rewrite")],
-    ids=["rewrite", "merge", "slices", "slices-in-the-one-file"],
+     ("day", True, True, "rewrite"), (None, True, False, "rows"), ("day", True, False, "rows")],
+    ids=["rewrite", "merge", "slices", "slices-in-the-one-file", "rows", "rows-with-slices"],
 )  # fmt: skip
 @pytest.mark.delta
 def test_merge_without_an_update_condition_replaces_matched_rows_and_deletes_keys(
@@ -147,9 +147,11 @@ def test_merge_without_an_update_condition_replaces_matched_rows_and_deletes_key
     """Without ``update_when`` a matched row ends as its source row, changed or not: the whole-table
     rewrite writes the source rows without telling which changed, as MERGE INTO does, and a slice
     rewrite leaves an unchanged row stored outside its slices where it is. Slices whose files hold
-    half of the rows or more are rewritten with the whole table."""
+    half of the rows or more are rewritten with the whole table. ``rows``: a small source merged in
+    by ``deltalake`` in this process (the local home's default), with the same result."""
     store = TableStore(spark, settings)
-    store.home = dataclasses.replace(store.home, whole_rewrites=whole_rewrites)
+    limit = store.home.merge_rows_limit if path == "rows" else 0
+    store.home = dataclasses.replace(store.home, whole_rewrites=whole_rewrites, merge_rows_limit=limit)
     ref, schema = settings.table("gold", "t"), "id long, name string, day date"
     d = [date(2024, 1, n) for n in range(1, 4)]
     stored = [[(2, "b", d[0]), (3, "c", d[0])], [(1, "a", d[1]), (4, "x", d[1]), (None, "n", d[1])]]
@@ -163,7 +165,7 @@ def test_merge_without_an_update_condition_replaces_matched_rows_and_deletes_key
     with caplog.at_level(logging.INFO, logger="spark_jobs.tables"):
         store.merge(spark.createDataFrame(batch, schema), ref, keys=("id",), slice_column=slice_column, deletes=deletes)
     assert caplog.records[-1].getMessage().endswith(f"-> {path}")
-    assert _last_operation(ref) == ("MERGE" if path == "merge" else "WRITE Overwrite")
+    assert _last_operation(ref) == ("MERGE" if path in ("merge", "rows") else "WRITE Overwrite")
     rows = sorted((tuple(r) for r in store.read(ref).collect()), key=lambda r: (r[0] is None, r[0] or 0, r[1]))
     assert rows == [
         (1, "a", d[1]),
@@ -173,6 +175,39 @@ def test_merge_without_an_update_condition_replaces_matched_rows_and_deletes_key
         (None, "n", d[1]),
         (None, "n2", d[2]),
     ]
+
+
+@pytest.mark.delta
+def test_a_table_with_a_non_nullable_string_column_is_merged_by_the_engine(spark, settings, caplog):
+    """``deltalake``'s MERGE writes strings as Arrow string views, which Sail 0.7 cannot read into a
+    non-nullable string column (gold's ``country``): such a table is merged by the engine, and
+    reads back."""
+    store = TableStore(spark, settings)
+    ref = settings.table("gold", "t")
+    first = spark.createDataFrame([(1, "a"), (2, None)], "id long, name string")
+    store.merge(first.select("id", F.coalesce("name", F.lit("n/a")).alias("name")), ref, keys=("id",))
+    assert not local_upkeep.merges_in_process(local_upkeep.load(ref.path))
+    with caplog.at_level(logging.INFO, logger="spark_jobs.tables"):
+        store.merge(spark.createDataFrame([(1, "A"), (3, "c")], "id long, name string"), ref, keys=("id",))
+    assert caplog.records[-1].getMessage().endswith("-> rewrite")
+    assert sorted(tuple(r) for r in store.read(ref).collect()) == [(1, "A"), (2, "n/a"), (3, "c")]
+
+
+def test_non_nullable_strings_are_found_at_any_depth(tmp_path):
+    import pyarrow as pa
+    from deltalake import DeltaTable, write_deltalake
+
+    def merges(field: pa.Field) -> bool:
+        path = tmp_path / str(len(list(tmp_path.iterdir())))
+        write_deltalake(path, pa.schema([field]).empty_table())
+        return local_upkeep.merges_in_process(DeltaTable(path))
+
+    assert merges(pa.field("c", pa.string())) and merges(pa.field("c", pa.int64(), nullable=False))
+    assert not merges(pa.field("c", pa.string(), nullable=False))
+    assert not merges(pa.field("c", pa.struct([pa.field("s", pa.binary(), nullable=False)])))
+    assert not merges(pa.field("c", pa.list_(pa.field("item", pa.string(), nullable=False))))
+    assert merges(pa.field("c", pa.list_(pa.string())))
+    assert not merges(pa.field("c", pa.map_(pa.string(), pa.int64())))  # map keys are never NULL
 
 
 @pytest.mark.parametrize(
@@ -456,26 +491,32 @@ def test_a_small_known_append_is_written_in_process_with_the_engines_rows_and_ty
 
 
 @pytest.mark.parametrize(
-    ("batch_rows", "path"),
+    ("batch_rows", "one_file", "path"),
     [
-        ([(2, 5, "b", 1, 3), (5, 1, "e", 4, 5)], "append"),  # an unchanged stored row and a new key
+        ([(2, 5, "b", 1, 3), (5, 1, "e", 4, 5)], False, "append"),  # an unchanged stored row and a new key
         # newer, older, new, and an unchanged row whose stored row lies outside the rewritten slices
-        ([(1, 2, "a2", 4, 2), (2, 1, "b0", 4, 3), (5, 1, "e", 4, 5), (4, 1, "d", 2, 3)], "slices"),
-        ([(3, 2, "c", 4, 4), (4, 1, "d", 2, 3)], "rewrite"),  # NULL -> value in the table's one file
+        ([(1, 2, "a2", 4, 2), (2, 1, "b0", 4, 3), (5, 1, "e", 4, 5), (4, 1, "d", 2, 3)], False, "slices"),
+        ([(3, 2, "c", 4, 4), (4, 1, "d", 2, 3)], True, "rewrite"),  # NULL -> value in the table's one file
+        ([(1, 2, "a2", 4, 2), (2, 1, "b0", 4, 3), (5, 1, "e", 4, 5), (4, 1, "d", 2, 3)], False, "rows"),
+        ([(3, 2, "c", 4, 4), (4, 1, "d", 2, 3)], True, "rows"),
     ],
-    ids=["append", "slices", "rewrite"],
+    ids=["append", "slices", "rewrite", "rows-in-slices", "rows-in-the-one-file"],
 )
 @pytest.mark.delta
 def test_a_merge_that_reads_its_rows_off_the_planning_join_writes_what_sql_merge_does(
-    spark, settings, batch_rows, path, caplog
+    spark, settings, batch_rows, one_file, path, caplog
 ):
     """Silver's first delivery hands ``prepare_merge`` its planned rows with the comparison made by
     the join that planned them (``compared``): the append takes the new keys, a slice or whole
     rewrite the changed rows, off that comparison instead of joining the table again, and the table
-    ends as a SQL MERGE of the planned rows leaves it."""
+    ends as a SQL MERGE of the planned rows leaves it. ``rows``: the changed rows merged in by
+    ``deltalake`` in this process (the local home's default), reading only the files of their
+    slices."""
     from spark_jobs.silver.transforms import newest_per_key
 
     store = TableStore(spark, settings)
+    if path != "rows":
+        store.home = dataclasses.replace(store.home, merge_rows_limit=0)
     schema = "id long, version int, name string, _batch_date date, _line_number long"
     ref, expected = settings.table("silver", "t"), settings.table("silver", "reference")
     day = {n: date(2024, 1, n) for n in range(1, 5)}
@@ -483,7 +524,7 @@ def test_a_merge_that_reads_its_rows_off_the_planning_join_writes_what_sql_merge
     stored += [(i, 1, "f", day[3], i) for i in range(6, 10)]  # so that the first file is a quarter of the table
     for target in (ref, expected):
         store.replace_slice(spark.createDataFrame(stored[:2], schema), target, where="true")
-        if path != "rewrite":  # else the table is one file: the slices are most of it
+        if not one_file:  # one file: the slices are most of the table
             store.merge(spark.createDataFrame(stored[2:], schema), target, keys=("id",), slice_column="_batch_date")
         else:
             store.replace_slice(spark.createDataFrame(stored, schema), target, where="true")
