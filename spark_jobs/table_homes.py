@@ -84,7 +84,7 @@ class TableHome(Protocol):
         deleted: str | None = None,
         within: tuple[str, Sequence[date]] | None = None,
     ) -> None:
-        """Merge ``df``'s rows into the existing table in this process (see ``merge_rows_limit``),
+        """Merge ``df``'s rows into the existing table in this process (see ``merges_rows``),
         with the result of SQL ``MERGE`` on ``keys`` (``local_upkeep.merge_arrow``: ``deleted``, a
         flag column of keys to delete; ``within``, what every stored row that changes holds)."""
 
@@ -159,7 +159,7 @@ class LocalDeltaHome:
     def save(self, writer: DataFrameWriter, table: TableRef) -> None:
         path = _path(table)
         writer.save(path)
-        local_upkeep.checkpoint_if_due(path, every=self.checkpoint_every, table=lambda: self._log(path))
+        self._after_commit(path)
 
     def append(
         self, df: DataFrame | None, table: TableRef, *, rows: int | None = None, arrow: pa.Table | None = None
@@ -175,7 +175,7 @@ class LocalDeltaHome:
         data = arrow if arrow is not None else fetch_arrow(frame_of(self.spark, df, arrow))
         if data.num_rows:  # nothing to add: no commit
             local_upkeep.append_arrow(self._log(path), data)
-            local_upkeep.checkpoint_if_due(path, every=self.checkpoint_every, table=lambda: self._log(path))
+            self._after_commit(path)
 
     def merge_rows(
         self,
@@ -196,7 +196,7 @@ class LocalDeltaHome:
             metrics["num_target_rows_deleted"],
             metrics["num_target_files_removed"],
         )
-        local_upkeep.checkpoint_if_due(path, every=self.checkpoint_every, table=lambda: self._log(path))
+        self._after_commit(path)
 
     def after_rewrite(self, table: TableRef) -> None:
         path = _path(table)
@@ -205,6 +205,10 @@ class LocalDeltaHome:
     def slices_share(self, table: TableRef, column: str, values: Sequence[date]) -> float | None:
         path = _path(table)
         return local_upkeep.slices_share(self._log(path), column, values)
+
+    def _after_commit(self, path: str) -> None:
+        """The upkeep a commit of this process to the table at ``path`` makes due (a checkpoint)."""
+        local_upkeep.checkpoint_if_due(path, every=self.checkpoint_every, table=lambda: self._log(path))
 
     def _log(self, path: str) -> DeltaTable:
         """The table at ``path`` as of its latest commit: the one read under the current hold of its
