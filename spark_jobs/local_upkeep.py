@@ -33,7 +33,8 @@ COMPACT_ABOVE_FILES = 16
 # Delta's default, as on Databricks. Paired daily runs, days 30-60 in order: 1.16 s -> 1.04 s a day
 # with 10 instead of 100, the checkpoints' own cost (~5-15 ms each) included. The price: Sail 0.7
 # cannot time-travel to a version two or more commits after a checkpoint and before the next one
-# ("Missing commit file"); the ``deltalake`` package reads every version.
+# ("Missing commit file"); the ``deltalake`` package reads every version still in the log (commit
+# files older than 30 days are removed when a table is compacted, as on Databricks: see ``compact``).
 CHECKPOINT_EVERY = 10
 # Appends of at most this many rows (known before the write: a daily batch's records, new keys,
 # dq_metrics rows) are fetched as Arrow and committed by ``deltalake`` in this process: Sail's
@@ -150,7 +151,9 @@ def merge_arrow(
             f"schema mismatch for the table at {delta.table_uri}: rows have columns {have}, "
             f"the table {sorted(target.names)}"
         )
-    fields = [*target, pa.field(deleted, pa.bool_())] if deleted else list(target)
+    # Nullable: the keys to delete carry NULL in every other column (``write_plan.flagged_source``);
+    # deltalake still refuses a NULL in a non-nullable column of a row it writes.
+    fields = [f.with_nullable(True) for f in target] + ([pa.field(deleted, pa.bool_())] if deleted else [])
     source = rows.select([f.name for f in fields]).cast(pa.schema(fields))
     on = " AND ".join(f"t.{_ident(k)} = s.{_ident(k)}" for k in keys)
     if within is not None:

@@ -195,6 +195,29 @@ def test_a_table_with_a_non_nullable_string_column_is_merged_by_the_engine(spark
     assert sorted(tuple(r) for r in store.read(ref).collect()) == [(1, "A"), (2, "n/a"), (3, "c")]
 
 
+@pytest.mark.delta
+def test_an_in_process_merge_deletes_keys_of_a_table_with_a_non_nullable_column(spark, settings, caplog):
+    """The keys to delete come with NULL in every other column: a non-nullable column of the table
+    (here an int, which keeps the in-process path) does not refuse them, and the result is SQL
+    MERGE's; a NULL in a row to write is still refused."""
+    store = TableStore(spark, settings)
+    ref = settings.table("gold", "t")
+    first = spark.createDataFrame([(1, "a", 1), (2, "b", None)], "id long, name string, n int")
+    store.merge(first.select("id", "name", F.coalesce("n", F.lit(0)).alias("n")), ref, keys=("id",))
+    assert local_upkeep.merges_in_process(local_upkeep.load(ref.path))
+    batch = spark.createDataFrame([(3, "c", 3)], "id long, name string, n int")
+    deletes = spark.createDataFrame([(1,)], "id long")
+    with caplog.at_level(logging.INFO, logger="spark_jobs.tables"):
+        store.merge(batch, ref, keys=("id",), deletes=deletes)
+    decided = [r.getMessage() for r in caplog.records if r.name == "spark_jobs.tables"]
+    assert decided[-1].endswith("-> rows")
+    assert sorted(tuple(r) for r in store.read(ref).collect()) == [(2, "b", 0), (3, "c", 3)]
+    changed_and_null = spark.createDataFrame([(2, "B", 5), (4, "d", None)], "id long, name string, n int")
+    with pytest.raises(Exception, match="failed validation"):  # deltalake's check of NOT NULL
+        store.merge(changed_and_null, ref, keys=("id",))
+    assert sorted(tuple(r) for r in store.read(ref).collect()) == [(2, "b", 0), (3, "c", 3)]
+
+
 def test_non_nullable_strings_are_found_at_any_depth(tmp_path):
     import pyarrow as pa
     from deltalake import DeltaTable, write_deltalake
@@ -337,7 +360,8 @@ def test_checkpoints_of_tables_fall_on_versions_of_their_own_phase():
 @pytest.mark.delta
 def test_sail_limit_time_travel_between_checkpoints(spark, settings):
     """Sail 0.7 cannot read a version two or more commits after a checkpoint and before the next one
-    (with ``checkpoint_every`` 10, most older versions of a local table; ``deltalake`` reads them).
+    (with ``checkpoint_every`` 10, most older versions of a local table; ``deltalake`` reads those
+    still in the log).
     When this starts failing, Sail reads them: delete this test and the README's note."""
     store = TableStore(spark, settings, checkpoint_every=4)
     ref = settings.table("bronze", "t")
