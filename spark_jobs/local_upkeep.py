@@ -9,7 +9,9 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import zlib
+from datetime import date
 from typing import TYPE_CHECKING
 
 from pyspark.sql.types import StructType
@@ -18,7 +20,6 @@ from spark_jobs.errors import SchemaMismatchError
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
-    from datetime import date
 
     import pyarrow as pa
     from deltalake import DeltaTable
@@ -75,8 +76,55 @@ def stored_state(path: str, where: str | None = None, *, delta: DeltaTable | Non
     schema = StructType.fromJson(json.loads(delta.schema().to_json()))
     if where is None:
         return schema, False
+    known = _slice_empty_from_log(delta, where)
+    if known is not None:
+        return schema, known
     matching = QueryBuilder().register("t", delta).execute(f"SELECT 1 AS one FROM t WHERE {where} LIMIT 1")
     return schema, matching.read_all().num_rows == 0
+
+
+# A batch slice's predicate, as ``tables.batch_predicate`` writes it.
+_SLICE = re.compile(r"(?P<column>\w+) = DATE'(?P<day>\d{4}-\d{2}-\d{2})'")
+
+
+def _slice_empty_from_log(delta: DeltaTable, where: str) -> bool | None:
+    """Whether no row matches ``where``, when a batch slice's predicate (``column = DATE'd'``) can be
+    answered from the log's file list alone (~0.3 ms instead of ~1 ms for the query): no file in
+    the slice's partition, or no file whose statistics (min, max) of the column admit the day, says
+    empty; a file of the partition with rows, or one whose column holds only the day, says not.
+    None: the log cannot tell (the query decides)."""
+    import pyarrow as pa
+
+    match = _SLICE.fullmatch(where.strip())
+    if match is None:
+        return None
+    column, day = match["column"], date.fromisoformat(match["day"])
+    actions = pa.table(delta.get_add_actions(flatten=True))
+    if "num_records" not in actions.column_names:
+        return None
+    records = actions.column("num_records").to_pylist()
+    if column in delta.metadata().partition_columns:
+        values = actions.column(f"partition.{column}").to_pylist()
+        inside = [rows for value, rows in zip(values, records, strict=True) if value == day]
+        if any(rows is None for rows in inside):
+            return None
+        return not any(inside)
+    names = {f"min.{column}", f"max.{column}", f"null_count.{column}"}
+    if not names <= set(actions.column_names):
+        return None
+    lows, highs = actions.column(f"min.{column}").to_pylist(), actions.column(f"max.{column}").to_pylist()
+    nulls = actions.column(f"null_count.{column}").to_pylist()
+    admits = False
+    for low, high, null, rows in zip(lows, highs, nulls, records, strict=True):
+        if rows == 0:
+            continue
+        if rows is None or null is None or (rows > null and (low is None or high is None)):
+            return None  # a file with rows of the column but no statistics of it
+        if low is not None and high is not None and low <= day <= high:
+            if low == high == day and rows > null:
+                return False  # every non-NULL value of the column in this file is the day
+            admits = True
+    return None if admits else True
 
 
 def slices_share(delta: DeltaTable, column: str, values: Sequence[date]) -> float | None:

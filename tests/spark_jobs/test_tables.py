@@ -398,6 +398,40 @@ def test_slice_and_schema_from_the_delta_log_agree_with_the_engine(spark, settin
 
 
 @pytest.mark.delta
+def test_a_batch_slice_is_answered_from_the_log_only_when_the_log_can_tell(spark, settings):
+    """A batch slice's emptiness is read off the log's file list where it can be (no file of the
+    partition, no file whose min/max admit the day, a file holding only the day) and else left to
+    the query: every answer the log gives is the engine's."""
+    store = TableStore(spark, settings)
+    schema = "id long, _batch_date date"
+    d = {n: date(2024, 1, n) for n in range(1, 6)}
+    layouts = {  # table -> files (one write each) and partitioning
+        "p": ([[(1, d[1]), (2, d[1])], [(3, d[3])], [(4, None)]], ("_batch_date",)),
+        "u": ([[(1, d[1]), (2, d[1])], [(3, d[3]), (5, d[5])], [(4, None)]], ()),  # d[4] inside d[3]..d[5]
+    }
+    told = {"p": 0, "u": 0}
+    for name, (files, partition_by) in layouts.items():
+        ref = settings.table("silver", name)
+        for i, rows in enumerate(files):
+            df = spark.createDataFrame(rows, schema)
+            if i == 0:
+                store.replace_slice(df, ref, where="true", partition_by=partition_by)
+            else:
+                store.home.append(df, ref, rows=len(rows))
+        delta = local_upkeep.load(ref.path)
+        for day in d.values():
+            where = batch_predicate(day)
+            truth = store.read(ref).filter(where).count() == 0
+            from_log = local_upkeep._slice_empty_from_log(delta, where)
+            assert from_log in (None, truth), (name, day)
+            told[name] += from_log is not None
+            assert store.home.stored_state(ref, where)[1] == truth, (name, day)
+        assert local_upkeep._slice_empty_from_log(delta, "_batch_date IS NULL") is None  # not a slice's
+    # the unpartitioned table's d[3], d[4] and d[5] lie in one file's range: the query tells
+    assert told == {"p": 5, "u": 2}
+
+
+@pytest.mark.delta
 def test_a_local_table_held_by_another_writer_is_waited_for_then_refused_by_name(spark, settings):
     import subprocess
     import sys
