@@ -158,19 +158,27 @@ def append_arrow(delta: DeltaTable, rows: pa.Table) -> None:
     """Commit ``rows`` to ``delta`` (loaded and up to date) as one append, in the table's own
     partitioning, cast to the table's Arrow types by column name (the callers check the Spark
     schema against the table's first; a column the table lacks fails here all the same)."""
-    import pyarrow as pa
     from deltalake import PostCommitHookProperties, write_deltalake
 
-    target = pa.schema(delta.schema().to_arrow())
-    if sorted(rows.column_names) != sorted(target.names):
-        raise SchemaMismatchError(
-            f"schema mismatch for the table at {delta.table_uri}: rows have columns {sorted(rows.column_names)}, "
-            f"the table {sorted(target.names)}"
-        )
+    target = _arrow_schema(delta, rows)
     # No checkpoint or expired-log cleanup of deltalake's own: ``checkpoint_if_due`` writes them at
     # this module's interval (and only compaction removes old commits, as documented).
     hooks = PostCommitHookProperties(create_checkpoint=False, cleanup_expired_logs=False)
     write_deltalake(delta, rows.select(target.names).cast(target), mode="append", post_commithook_properties=hooks)
+
+
+def _arrow_schema(delta: DeltaTable, rows: pa.Table, *, besides: str | None = None) -> pa.Schema:
+    """The table's Arrow schema, once ``rows`` are known to have its columns (and ``besides``)."""
+    import pyarrow as pa
+
+    target = pa.schema(delta.schema().to_arrow())
+    have = sorted(c for c in rows.column_names if c != besides)
+    if have != sorted(target.names):
+        raise SchemaMismatchError(
+            f"schema mismatch for the table at {delta.table_uri}: rows have columns {have}, "
+            f"the table {sorted(target.names)}"
+        )
+    return target
 
 
 def merge_arrow(
@@ -192,13 +200,7 @@ def merge_arrow(
     import pyarrow as pa
     from deltalake import PostCommitHookProperties
 
-    target = pa.schema(delta.schema().to_arrow())
-    have = sorted(c for c in rows.column_names if c != deleted)
-    if have != sorted(target.names):
-        raise SchemaMismatchError(
-            f"schema mismatch for the table at {delta.table_uri}: rows have columns {have}, "
-            f"the table {sorted(target.names)}"
-        )
+    target = _arrow_schema(delta, rows, besides=deleted)
     # Nullable: the keys to delete carry NULL in every other column (``write_plan.flagged_source``);
     # deltalake still refuses a NULL in a non-nullable column of a row it writes.
     fields = [f.with_nullable(True) for f in target] + ([pa.field(deleted, pa.bool_())] if deleted else [])
