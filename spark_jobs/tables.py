@@ -340,9 +340,10 @@ class TableStore:
             if schema is None and not p.schema_checked:
                 self.check_schema(p.table, p.df.schema)
             whole = self.home.whole_rewrites and not p.partition_by
-            # The source rows a merge reads: at most the keys it inserts, matches or deletes.
+            # Asked only of a merge that changes stored rows (else it appends or does nothing), of
+            # the source rows it reads: at most the keys it inserts, matches or deletes.
             size = effect.inserts + effect.matched + effect.deletes
-            in_process = p.update_when is None and self.home.merges_rows(p.table, size)
+            in_process = effect.rewrites and p.update_when is None and self.home.merges_rows(p.table, size)
             share = None
             if whole and p.slice_column and effect.slices and effect.rewrites and not in_process:
                 share = self.home.slices_share(p.table, p.slice_column, effect.slices)
