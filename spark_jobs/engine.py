@@ -108,6 +108,24 @@ def is_local_relation(df: DataFrame) -> bool:
     return isinstance(getattr(df, "_plan", None), LocalRelation)
 
 
+def local_rows(df: DataFrame) -> int | None:
+    """How many rows ``df`` holds in its plan, if it is a local relation (a small ``materialize``);
+    None for any other plan (nothing is asked of the engine)."""
+    from pyspark.sql.connect.plan import LocalRelation
+
+    plan = getattr(df, "_plan", None)
+    if isinstance(plan, LocalRelation) and plan._table is not None:
+        return int(plan._table.num_rows)
+    return None
+
+
+def empty_frame(spark: SparkSession, schema: StructType) -> DataFrame:
+    """No rows of ``schema``, held in the plan (a local relation: nothing is asked of the engine)."""
+    from pyspark.sql.pandas.types import to_arrow_schema
+
+    return _local_relation(spark, to_arrow_schema(schema).empty_table())
+
+
 def _local_relation(spark: SparkSession, rows: pa.Table) -> DataFrame:
     """A DataFrame of ``rows`` held in its plan, made without the settings round trip of
     ``createDataFrame`` (which converts Python data: these rows came from the engine as Arrow)."""

@@ -22,11 +22,11 @@ from typing import Any
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
-from pyspark.sql.types import StructType
+from pyspark.sql.types import DateType, StructField, StructType
 
 from spark_jobs import dq
 from spark_jobs.contracts import QUARANTINE_SUFFIX, bronze_schema
-from spark_jobs.engine import fetch_one, is_local_relation, materialize, schemas_of
+from spark_jobs.engine import empty_frame, fetch_one, is_local_relation, local_rows, materialize, schemas_of
 from spark_jobs.errors import ConservationError
 from spark_jobs.metrics import METRICS_TABLE, write_metrics
 from spark_jobs.settings import Settings
@@ -138,7 +138,7 @@ class _TablePlan:
     rejected: DataFrame  # what goes to the quarantine slice
     source: DataFrame  # the planned rows of the merge (computed)
     out_checked: DataFrame | None  # the planned rows with the output expectations' check columns
-    merge: PreparedMerge | None  # None: nothing to merge (no good row, first delivery)
+    merge: PreparedMerge | None  # None: nothing to merge (see ``_Planned.nothing_to_merge``)
     query: DataFrame
     # The schemas of ``rejected`` and ``source``, once fetched with the checks (see ``run_silver``).
     rejected_schema: StructType | None = None
@@ -177,6 +177,9 @@ class _Planned:
     good: DataFrame
     plan: MergePlan
     columns: tuple[str, ...]  # of the planned rows
+    # The batch has no row and replaces no earlier delivery (a source not delivered that day): the
+    # table stays as it is, so it is neither read nor merged into.
+    nothing_to_merge: bool = False
 
 
 def _batch(store: TableStore, spec: SilverTable, run_date: date, *, prefix: str) -> _Batch:
@@ -212,6 +215,14 @@ def _plan(store: TableStore, batch: _Batch, checked: DataFrame, checked_schema: 
         candidates = candidates.withColumn("prd_end_dt", F.lit(None).cast("date"))
         if "prd_end_dt" not in columns:
             columns = [*columns, "prd_end_dt"]  # as withColumn added it
+    if exists and not redelivered and local_rows(checked) == 0:
+        # No row and no earlier delivery to replace (a source not delivered that day): nothing to
+        # merge, so the table is not read. The planned rows are none, held in the plan as such.
+        fields = {f.name: f for f in checked_schema.fields}
+        if spec.versioned:  # as ``candidates`` has it
+            fields["prd_end_dt"] = StructField("prd_end_dt", DateType())
+        none = MergePlan(empty_frame(store.spark, StructType([fields[c] for c in columns])), None, False)
+        return _Planned(batch, checked, rejected, good, none, tuple(columns), nothing_to_merge=True)
     stored = store.read(target) if exists else None
     replaced = earlier = None
     if stored is not None and redelivered:
@@ -235,7 +246,9 @@ def _table_plan(
     compared = planned.plan.compared
     # A batch small enough to be held in the plans has a small plan too (its keys' final rows).
     small = is_local_relation(planned.checked)
-    source = materialize(compared if compared is not None else planned.plan.upserts, small=small)
+    source = planned.plan.upserts
+    if not planned.nothing_to_merge:  # (else already rows held in the plan: none)
+        source = materialize(compared if compared is not None else source, small=small)
     if compared is not None:  # the planned rows with what merging them does
         compared, source = source, source.select(*planned.columns)
     queries = [dq.violations_query(planned.checked, batch.expectations, prefix=f"{prefix}in_")]
@@ -246,17 +259,19 @@ def _table_plan(
         queries.append(dq.violations_query(out_checked, spec.output_expectations, prefix=f"{prefix}out_"))
     # The conservation law, on the planned state: checked before anything is committed.
     queries.append(_written_and_superseded(planned.good, planned=source, spec=spec, where=where, prefix=prefix))
-    merge = store.prepare_merge(
-        source,
-        store.ref("silver", spec.name),
-        keys=spec.keys,
-        slice_column=SLICE_COLUMN,
-        deletes=deletes,
-        prefix=f"{prefix}merge_",
-        columns=planned.columns,
-        compared=compared,
-    )
-    if merge.effect_query is not None:
+    merge = None
+    if not planned.nothing_to_merge:
+        merge = store.prepare_merge(
+            source,
+            store.ref("silver", spec.name),
+            keys=spec.keys,
+            slice_column=SLICE_COLUMN,
+            deletes=deletes,
+            prefix=f"{prefix}merge_",
+            columns=planned.columns,
+            compared=compared,
+        )
+    if merge is not None and merge.effect_query is not None:
         queries.append(merge.effect_query)
     return _TablePlan(
         spec,

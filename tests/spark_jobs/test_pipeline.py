@@ -8,6 +8,7 @@ metrics, and a failing expectation stopping the job with a readable summary.
 from __future__ import annotations
 
 import itertools
+import shutil
 from collections import Counter
 from datetime import date, timedelta
 from pathlib import Path
@@ -91,6 +92,36 @@ def test_rerunning_a_date_gives_identical_tables(spark, in_order):
     before = snapshot(spark, settings)
     run_layers(spark, settings, DAYS[2])
     assert snapshot(spark, settings) == before
+
+
+def test_a_source_not_delivered_on_a_day_leaves_its_silver_tables_as_they_were(spark, landing, in_order, tmp_path):
+    """A table whose source has no file for the day (and none delivered before for it) is neither
+    read nor written by silver's run of that day: no commit to it or its quarantine, and zero counts
+    in ``dq_metrics``."""
+    from deltalake import DeltaTable
+
+    from spark_jobs.landing import find_source_file
+    from spark_jobs.sources import SOURCES
+
+    settings, _ = in_order
+    day = DAYS[2]
+    missing = [name for name in SILVER if find_source_file(settings, SOURCES[name], day) is None]
+    assert "crm_prd_info" in missing and "erp_cust_az12" in missing and "crm_cust_info" not in missing
+    tables = tmp_path / "tables"
+    shutil.copytree(settings.lakehouse_root, tables)
+    copy = _settings(landing, tables)
+    paths = [copy.table("silver", n + suffix).path for n in missing for suffix in ("", "_quarantine")]
+    versions = {path: DeltaTable(path).version() for path in paths}
+
+    [results] = run_layers(spark, copy, day, ["silver"]).values()
+
+    assert {path: DeltaTable(path).version() for path in paths} == versions
+    by_table = {r.table: r for r in results}
+    assert all(by_table[n].rows_in == by_table[n].written == 0 for n in missing)
+    assert by_table["crm_cust_info"].rows_in > 0
+    metrics = TableStore(spark, copy).read(copy.table("silver", "dq_metrics"))
+    rows = metrics.filter((F.col("run_date") == F.lit(day)) & (F.col("expectation") == "*")).collect()
+    assert {r["table_name"]: r["rows_in"] for r in rows if r["table_name"] in missing} == dict.fromkeys(missing, 0)
 
 
 def test_backfill_out_of_order_gives_the_same_final_state(spark, landing, in_order, tmp_path):
