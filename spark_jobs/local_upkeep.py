@@ -19,7 +19,7 @@ from pyspark.sql.types import StructType
 from spark_jobs.errors import SchemaMismatchError
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Callable, Mapping, Sequence
 
     import pyarrow as pa
     from deltalake import DeltaTable
@@ -165,6 +165,25 @@ def append_arrow(delta: DeltaTable, rows: pa.Table) -> None:
     # this module's interval (and only compaction removes old commits, as documented).
     hooks = PostCommitHookProperties(create_checkpoint=False, cleanup_expired_logs=False)
     write_deltalake(delta, rows.select(target.names).cast(target), mode="append", post_commithook_properties=hooks)
+
+
+def overwrite_arrow(target: str | DeltaTable, rows: pa.Table, *, stamp: Mapping[str, str]) -> None:
+    """Replace every row of the table at ``target`` (a path, or the table loaded) with ``rows``, in
+    their own schema (the table is made if there is none), as one commit that records ``stamp`` in
+    its commit info (``last_stamp`` reads it back). The table's log is kept by ``deltalake``'s own
+    hooks (a checkpoint every 100 commits, expired commits removed): a table that is only ever
+    overwritten has no compaction to do it."""
+    from deltalake import CommitProperties, write_deltalake
+
+    properties = CommitProperties(custom_metadata=dict(stamp))
+    write_deltalake(target, rows, mode="overwrite", schema_mode="overwrite", commit_properties=properties)
+
+
+def last_stamp(delta: DeltaTable, key: str) -> str | None:
+    """The value of ``key`` that the table's latest commit recorded (``overwrite_arrow``), if any."""
+    [latest] = delta.history(1) or [{}]
+    value = latest.get(key)
+    return value if isinstance(value, str) else None
 
 
 def _arrow_schema(delta: DeltaTable, rows: pa.Table, *, besides: str | None = None) -> pa.Schema:

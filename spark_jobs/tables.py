@@ -26,7 +26,7 @@ from spark_jobs import local_upkeep, table_locks
 from spark_jobs.engine import fetch_one, supports_delta
 from spark_jobs.errors import EngineUnavailableError, SchemaMismatchError
 from spark_jobs.settings import Settings, TableRef
-from spark_jobs.table_homes import TableHome, frame_of, home_for
+from spark_jobs.table_homes import TableHome, View, frame_of, home_for
 from spark_jobs.write_plan import (
     DELETE,
     OTHER_PRESENT,
@@ -135,6 +135,11 @@ class TableStore:
 
     def ref(self, layer: str, name: str) -> TableRef:
         return self.settings.table(layer, name)
+
+    def publish_views(self, views: Mapping[TableRef, View]) -> None:
+        """Make each view queryable under its table's name (see ``TableHome.publish_views``)."""
+        with self.writing(views):
+            self.home.publish_views(views)
 
     def exists(self, table: TableRef) -> bool:
         return self.home.exists(table)

@@ -29,6 +29,7 @@ from spark_jobs.errors import DataQualityError, SchemaMismatchError
 from spark_jobs.gold.tables import DIM_CUSTOMERS, DIM_PRODUCTS, FACT_SALES, GOLD_TABLES, GOLD_VIEWS, GoldTable
 from spark_jobs.metrics import METRICS_TABLE, write_metrics
 from spark_jobs.settings import Settings
+from spark_jobs.table_homes import View
 from spark_jobs.tables import PreparedMerge, TableStore, batch_predicate
 
 log = logging.getLogger(__name__)
@@ -254,32 +255,15 @@ def _build(job: _Gold, run_date: date, *, rebuild: bool) -> list[GoldTableResult
 
 
 def publish_views(store: TableStore, settings: Settings) -> None:
-    """On Unity Catalog: ``CREATE OR REPLACE VIEW`` over the gold tables. Locally (no catalog to
-    hold a view): the same SQL over the local tables, its result stored as a Delta table of the
-    view's name, rewritten every run.
-
-    The local views are small aggregates and projections: the engine computes all of them in one
-    query (each view's rows as one list), the result comes back as Arrow and the ``deltalake``
-    package overwrites each table in this process (one commit), at a fraction of an engine
-    overwrite.
-    """
-    views = view_sql(settings)
-    if settings.uses_catalog:
-        for name, sql in views.items():
-            store.spark.sql(f"CREATE OR REPLACE VIEW {settings.table('gold', name).full_name} AS {sql}")
-        return
-    import pyarrow as pa
-    from deltalake import write_deltalake
-
-    lists = ", ".join(f"(SELECT collect_list(struct(*)) FROM ({sql})) AS `{name}`" for name, sql in views.items())
-    result = store.spark.sql(f"SELECT {lists}").toArrow()
-    for name in views:
-        ref = store.ref("gold", name)
-        assert ref.path is not None
-        rows = result.column(name).combine_chunks()
-        assert isinstance(rows, pa.ListArray)
-        table = pa.Table.from_struct_array(rows.values)
-        write_deltalake(ref.path, table, mode="overwrite", schema_mode="overwrite")
+    """The BI views over the gold tables: on Unity Catalog ``CREATE OR REPLACE VIEW``; locally
+    (no catalog to hold a view) the same SQL's rows stored as a Delta table of the view's name,
+    computed again when an input changed (``TableHome.publish_views``)."""
+    sql = view_sql(settings)
+    views = {
+        store.ref("gold", name): View(sql[name], tuple(store.ref("gold", table) for table in view.inputs))
+        for name, view in GOLD_VIEWS.items()
+    }
+    store.publish_views(views)
 
 
 def view_sql(settings: Settings) -> dict[str, str]:

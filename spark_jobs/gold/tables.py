@@ -9,6 +9,7 @@ the local Delta tables and its result stored as a table of the view's name.
 
 from __future__ import annotations
 
+import string
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
@@ -33,6 +34,12 @@ class GoldView:
     # SQL over the gold tables, named by ``{dim_customers}``, ``{dim_products}``, ``{fact_sales}``
     sql: str
     description: str
+
+    @property
+    def inputs(self) -> tuple[str, ...]:
+        """The gold tables the SQL reads (its ``{name}`` fields), in order of first use."""
+        names = (field for _, field, _, _ in string.Formatter().parse(self.sql) if field)
+        return tuple(dict.fromkeys(names))
 
     def render(self, tables: Mapping[str, str]) -> str:
         """The SQL with each gold table replaced by its SQL name (``catalog.schema.t`` or ``delta.`path```)."""

@@ -671,3 +671,41 @@ def test_the_dq_metrics_arrow_schema_is_the_spark_one():
     from spark_jobs import metrics
 
     assert to_arrow_schema(dq.METRICS_SCHEMA, timezone="UTC") == metrics._ARROW_SCHEMA
+
+
+@pytest.mark.delta
+def test_a_local_view_is_computed_again_only_when_its_sql_or_an_input_changed(spark, settings):
+    """A local view's table is rewritten when its SQL changed or one of its inputs has another
+    version or is another table (made again), and is the SQL's result each time; else it stays."""
+    import shutil
+
+    from deltalake import DeltaTable
+
+    from spark_jobs.table_homes import View
+
+    store = TableStore(spark, settings)
+    facts, other, view = (settings.table("gold", n) for n in ("facts", "other", "totals"))
+    store.replace_slice(spark.createDataFrame([(1, 10), (1, 5), (2, 7)], "k long, x long"), facts, where="true")
+    store.replace_slice(spark.createDataFrame([(1,)], "k long"), other, where="true")
+    sql = f"SELECT k, sum(x) AS x FROM {facts.sql} GROUP BY k"
+    assert view.path is not None
+
+    def publish(text: str) -> tuple[int, list[tuple]]:
+        store.publish_views({view: View(text, (facts,))})
+        rows = sorted(tuple(r) for r in store.read(view).collect())
+        assert rows == sorted(tuple(r) for r in spark.sql(text).collect())
+        return DeltaTable(view.path).version(), rows
+
+    assert publish(sql) == (0, [(1, 15), (2, 7)])
+    store.replace_slice(spark.createDataFrame([(3,)], "k long"), other, where="true")  # not an input
+    assert publish(sql) == (0, [(1, 15), (2, 7)])
+    store.home.append(spark.createDataFrame([(2, 1)], "k long, x long"), facts, rows=1)
+    assert publish(sql) == (1, [(1, 15), (2, 8)])
+    assert publish(sql.replace("sum(x)", "max(x)")) == (2, [(1, 10), (2, 7)])
+    # the input made again, with as many commits as before: another table
+    assert facts.path is not None
+    shutil.rmtree(facts.path)
+    store.replace_slice(spark.createDataFrame([(5, 1)], "k long, x long"), facts, where="true")
+    store.home.append(spark.createDataFrame([(5, 2)], "k long, x long"), facts, rows=1)
+    assert DeltaTable(facts.path).version() == 1
+    assert publish(sql.replace("sum(x)", "max(x)")) == (3, [(5, 2)])
