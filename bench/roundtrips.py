@@ -49,6 +49,25 @@ def call_sites(package: str = "spark_jobs") -> Iterator[Counter[str]]:
 
 
 @contextmanager
+def counting_inside(function: Callable[..., Any]) -> Iterator[Counter[str]]:
+    """Count the requests issued while ``function`` runs (its code on the caller's stack), by kind."""
+    counts: Counter[str] = Counter()
+    code = getattr(function, "__code__", None)
+    if code is None:
+        raise TypeError(f"{function!r} is not a Python function")
+
+    def record(kind: str) -> None:
+        frame = sys._getframe(2)
+        while frame is not None and frame.f_code is not code:
+            frame = frame.f_back  # type: ignore[assignment]
+        if frame is not None:
+            counts[kind] += 1
+
+    with _on_request(record):
+        yield counts
+
+
+@contextmanager
 def _on_request(callback: Callable[[str], None]) -> Iterator[None]:
     """Call ``callback(kind)`` on every request of every Spark Connect client while the block runs."""
     from pyspark.sql.connect.client.core import SparkConnectClient

@@ -123,7 +123,7 @@ def empty_frame(spark: SparkSession, schema: StructType) -> DataFrame:
     """No rows of ``schema``, held in the plan (a local relation: nothing is asked of the engine)."""
     from pyspark.sql.pandas.types import to_arrow_schema
 
-    return _local_relation(spark, to_arrow_schema(schema).empty_table())
+    return _local_relation(spark, to_arrow_schema(schema, timezone="UTC").empty_table())
 
 
 def _local_relation(spark: SparkSession, rows: pa.Table) -> DataFrame:

@@ -118,6 +118,36 @@ def test_a_redelivered_day_leaves_silver_and_gold_as_if_only_the_new_delivery_ha
     assert fell_back > 0
 
 
+def test_an_empty_redelivery_of_a_day_takes_its_rows_out_as_if_it_had_always_been_empty(
+    spark, first_delivery, tmp_path
+):
+    """Day D re-delivered with header-only files (forced: ``allow_empty_redelivery``): silver's slice
+    of D is not empty, so its keys fall back to other days' rows or go, in silver and gold, exactly
+    as if D's files had always been empty (product versions included)."""
+    emptied = tmp_path / "landing_emptied"
+    shutil.copytree(first_delivery, emptied)
+    for name in ("crm_cust_info", "crm_prd_info"):
+        header, _ = _lines(first_delivery / D.isoformat() / FILES[name])
+        _write(emptied / D.isoformat() / FILES[name], header, [])
+    settings = _settings(first_delivery, tmp_path / "tables")
+    for day in DAYS:
+        run_layers(spark, settings, day)
+    store = TableStore(spark, settings)
+    batch = F.col("_batch_date") == F.lit(D)
+    assert store.read(settings.table("silver", "crm_cust_info")).filter(batch).count() > 0
+    settings = _settings(emptied, tmp_path / "tables")
+    run_layers(spark, settings, D, allow_empty_redelivery=True)
+    reference = _settings(emptied, tmp_path / "reference")
+    for day in DAYS:
+        run_layers(spark, reference, day)
+
+    got, want = snapshot(spark, settings), snapshot(spark, reference)
+    for table in want:
+        assert got[table] == want[table], table
+    for name in ("crm_cust_info", "crm_prd_info"):
+        assert store.read(settings.table("silver", name)).filter(batch).count() == 0
+
+
 def test_rerunning_a_redelivered_day_changes_nothing(spark, first_delivery, tmp_path):
     corrected = _corrected(first_delivery, tmp_path / "landing_corrected")
     settings = _settings(first_delivery, tmp_path / "tables")
