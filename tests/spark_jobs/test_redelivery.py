@@ -92,14 +92,28 @@ def _settings(landing: Path, tables: Path) -> Settings:
     return Settings.from_env({"LAKEHOUSE_LANDING_ROOT": str(landing), "LAKEHOUSE_ROOT": str(tables)})
 
 
+@pytest.fixture(scope="module")
+def history(spark, first_delivery, tmp_path_factory) -> Path:
+    """The tables after every day of the first delivery, in order (built once; tests copy them)."""
+    tables = tmp_path_factory.mktemp("history") / "tables"
+    settings = _settings(first_delivery, tables)
+    for day in DAYS:
+        run_layers(spark, settings, day)
+    return tables
+
+
+def _history_copy(history: Path, landing: Path, target: Path) -> Settings:
+    """Settings over a copy of ``history``'s tables at ``target``, reading ``landing``."""
+    shutil.copytree(history, target)
+    return _settings(landing, target)
+
+
 def test_a_redelivered_day_leaves_silver_and_gold_as_if_only_the_new_delivery_had_arrived(
-    spark, first_delivery, tmp_path
+    spark, first_delivery, history, tmp_path
 ):
     corrected = _corrected(first_delivery, tmp_path / "landing_corrected")
     # History with the first delivery, then day D re-delivered and re-run.
-    settings = _settings(first_delivery, tmp_path / "tables")
-    for day in DAYS:
-        run_layers(spark, settings, day)
+    settings = _history_copy(history, first_delivery, tmp_path / "tables")
     store = TableStore(spark, settings)
     before = store.read(settings.table("silver", "crm_cust_info")).filter(F.col("_batch_date") == F.lit(D)).count()
     settings = _settings(corrected, tmp_path / "tables")
@@ -119,7 +133,7 @@ def test_a_redelivered_day_leaves_silver_and_gold_as_if_only_the_new_delivery_ha
 
 
 def test_an_empty_redelivery_of_a_day_takes_its_rows_out_as_if_it_had_always_been_empty(
-    spark, first_delivery, tmp_path
+    spark, first_delivery, history, tmp_path
 ):
     """Day D re-delivered with header-only files (forced: ``allow_empty_redelivery``): silver's slice
     of D is not empty, so its keys fall back to other days' rows or go, in silver and gold, exactly
@@ -129,9 +143,7 @@ def test_an_empty_redelivery_of_a_day_takes_its_rows_out_as_if_it_had_always_bee
     for name in ("crm_cust_info", "crm_prd_info"):
         header, _ = _lines(first_delivery / D.isoformat() / FILES[name])
         _write(emptied / D.isoformat() / FILES[name], header, [])
-    settings = _settings(first_delivery, tmp_path / "tables")
-    for day in DAYS:
-        run_layers(spark, settings, day)
+    settings = _history_copy(history, first_delivery, tmp_path / "tables")
     store = TableStore(spark, settings)
     batch = F.col("_batch_date") == F.lit(D)
     assert store.read(settings.table("silver", "crm_cust_info")).filter(batch).count() > 0
@@ -148,11 +160,9 @@ def test_an_empty_redelivery_of_a_day_takes_its_rows_out_as_if_it_had_always_bee
         assert store.read(settings.table("silver", name)).filter(batch).count() == 0
 
 
-def test_rerunning_a_redelivered_day_changes_nothing(spark, first_delivery, tmp_path):
+def test_rerunning_a_redelivered_day_changes_nothing(spark, first_delivery, history, tmp_path):
     corrected = _corrected(first_delivery, tmp_path / "landing_corrected")
-    settings = _settings(first_delivery, tmp_path / "tables")
-    for day in DAYS[:3]:
-        run_layers(spark, settings, day)
+    _history_copy(history, first_delivery, tmp_path / "tables")  # (a day after D was run too)
     settings = _settings(corrected, tmp_path / "tables")
     run_layers(spark, settings, D)
     once = snapshot(spark, settings)
