@@ -108,6 +108,17 @@ def _history_copy(history: Path, landing: Path, target: Path) -> Settings:
     return _settings(landing, target)
 
 
+def _assert_as_in_a_run_of_every_day(spark, settings: Settings, landing: Path, reference: Path) -> None:
+    """Every silver and gold table of ``settings`` holds the rows of a run of every day, in order,
+    on ``landing`` into new tables at ``reference``."""
+    fresh = _settings(landing, reference)
+    for day in DAYS:
+        run_layers(spark, fresh, day)
+    got, want = snapshot(spark, settings), snapshot(spark, fresh)
+    for table in want:
+        assert got[table] == want[table], table
+
+
 def test_a_redelivered_day_leaves_silver_and_gold_as_if_only_the_new_delivery_had_arrived(
     spark, first_delivery, history, tmp_path
 ):
@@ -119,13 +130,7 @@ def test_a_redelivered_day_leaves_silver_and_gold_as_if_only_the_new_delivery_ha
     settings = _settings(corrected, tmp_path / "tables")
     run_layers(spark, settings, D)
     # The reference: the same history, where only the new delivery ever arrived.
-    reference = _settings(corrected, tmp_path / "reference")
-    for day in DAYS:
-        run_layers(spark, reference, day)
-
-    got, want = snapshot(spark, settings), snapshot(spark, reference)
-    for table in want:
-        assert got[table] == want[table], table
+    _assert_as_in_a_run_of_every_day(spark, settings, corrected, tmp_path / "reference")
     after = store.read(settings.table("silver", "crm_cust_info"))
     assert after.filter(F.col("_batch_date") == F.lit(D)).count() < before  # the change was real
     fell_back = after.filter(F.col("_batch_date") == F.lit(D - timedelta(days=1))).count()
@@ -149,13 +154,7 @@ def test_an_empty_redelivery_of_a_day_takes_its_rows_out_as_if_it_had_always_bee
     assert store.read(settings.table("silver", "crm_cust_info")).filter(batch).count() > 0
     settings = _settings(emptied, tmp_path / "tables")
     run_layers(spark, settings, D, allow_empty_redelivery=True)
-    reference = _settings(emptied, tmp_path / "reference")
-    for day in DAYS:
-        run_layers(spark, reference, day)
-
-    got, want = snapshot(spark, settings), snapshot(spark, reference)
-    for table in want:
-        assert got[table] == want[table], table
+    _assert_as_in_a_run_of_every_day(spark, settings, emptied, tmp_path / "reference")
     for name in ("crm_cust_info", "crm_prd_info"):
         assert store.read(settings.table("silver", name)).filter(batch).count() == 0
 
