@@ -234,21 +234,22 @@ class LocalDeltaHome:
         batch changes no product, the cost history is not computed again."""
         import pyarrow as pa
 
-        stale: dict[str, tuple[View, str]] = {}
+        # Each view to compute: its SQL, its stamp and its table (loaded; the path if there is none yet).
+        stale: list[tuple[str, str, str | DeltaTable]] = []
         for ref, view in views.items():
             path = _path(ref)
             stamp = self._stamp(view)
-            if not local_upkeep.has_commits(path) or local_upkeep.last_stamp(self._log(path), VIEW_STAMP) != stamp:
-                stale[path] = (view, stamp)
+            stored = self._log(path) if local_upkeep.has_commits(path) else None
+            if stored is None or local_upkeep.last_stamp(stored, VIEW_STAMP) != stamp:
+                stale.append((view.sql, stamp, path if stored is None else stored))
         if not stale:
             return
-        queries = [view.sql for view, _ in stale.values()]
-        lists = ", ".join(f"(SELECT collect_list(struct(*)) FROM ({sql})) AS `_v{i}`" for i, sql in enumerate(queries))
+        queries = (f"(SELECT collect_list(struct(*)) FROM ({sql})) AS `_v{i}`" for i, (sql, _, _) in enumerate(stale))
+        lists = ", ".join(queries)
         result = self.spark.sql(f"SELECT {lists}").toArrow()
-        for i, (path, (_, stamp)) in enumerate(stale.items()):
+        for i, (_, stamp, target) in enumerate(stale):
             rows = result.column(f"_v{i}").combine_chunks()
             assert isinstance(rows, pa.ListArray)
-            target = self._log(path) if local_upkeep.has_commits(path) else path
             local_upkeep.overwrite_arrow(target, pa.Table.from_struct_array(rows.values), stamp={VIEW_STAMP: stamp})
 
     def _stamp(self, view: View) -> str:
